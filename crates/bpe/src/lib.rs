@@ -1,0 +1,85 @@
+//! # llm-bpe: tokenizers for llm-e2e
+//!
+//! Text in, token ids out, and back. The first layer of the stack; it depends on no other
+//! llm-e2e crate.
+//!
+//! - [`Gpt2Tokenizer`]: OpenAI's GPT-2 byte-level BPE, id for id what `tiktoken`'s `gpt2`
+//!   encoding gives. Built in ([`Gpt2Tokenizer::gpt2`]) or loaded from `vocab.json` +
+//!   `merges.txt` or a Hugging Face `tokenizer.json`.
+//!   - [`Allowed`]: tiktoken's special-token policy; special-token text is an error unless
+//!     allowed.
+//!   - [`StreamDecoder`]: token-by-token decoding that never splits a character.
+//!   - [`Gpt2Tokenizer::encode_batch`] / [`Gpt2Tokenizer::encode_parallel`]: all cores.
+//! - [`train`]: learn a byte-level BPE vocabulary of any size from a corpus, saved as
+//!   `tokenizer.json` ([`Gpt2Tokenizer::save_tokenizer_json`]).
+//! - [`SimpleTokenizer`]: the word-level tokenizer of the "LLMs from scratch" walkthrough,
+//!   for teaching.
+//!
+//! ## How GPT-2 tokenizes
+//!
+//! 1. [`pretokenize`] splits text into words, numbers, punctuation runs and whitespace with
+//!    GPT-2's regex, so that merges never cross a word boundary.
+//! 2. Each piece is taken as UTF-8 bytes; every byte is a token of its own (so any text can
+//!    be encoded and there is no unknown token).
+//! 3. The merge rules (`merges.txt`, learned by [`train`]) are applied lowest rank first
+//!    until none applies; the remaining tokens are the ids.
+//!
+//! ```
+//! use llm_bpe::{Allowed, Gpt2Tokenizer};
+//! let tok = Gpt2Tokenizer::gpt2();
+//! assert_eq!(tok.encode("Every effort moves you").unwrap(), [6109, 3626, 6100, 345]);
+//! assert!(tok.encode("a<|endoftext|>b").is_err());
+//! assert_eq!(tok.encode_with("a<|endoftext|>b", Allowed::All).unwrap(), [64, 50256, 65]);
+//! ```
+
+mod bytes;
+mod error;
+mod model;
+mod pretokenize;
+mod simple;
+mod special;
+mod stream;
+mod tokenizer;
+pub mod train;
+
+use std::io::Write;
+use std::path::Path;
+
+pub use bytes::{bytes_to_token_str, token_str_to_bytes};
+pub use error::{BpeError, Result};
+pub use pretokenize::{pretokenize, Pretokens, GPT2_PATTERN};
+pub use simple::{simple_split, SimpleTokenizer, UNKNOWN};
+pub use special::{Allowed, SpecialToken, END_OF_TEXT, END_OF_TEXT_ID};
+pub use stream::StreamDecoder;
+pub use tokenizer::Gpt2Tokenizer;
+pub use train::{train, TrainerConfig};
+
+/// Writes a file atomically: a temporary file in the same directory, then a rename, so that a
+/// crash never leaves a half-written file in place of the old one.
+pub(crate) fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        BpeError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
+        )
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        BpeError::io(path, e)
+    })
+}

@@ -1,0 +1,28 @@
+# llm-e2e tasks. `just --list` shows them all. Each is a plain cargo command you can run
+# without just.
+
+# Run every test (the README's test command).
+test:
+    cargo test --workspace
+
+# Format check and clippy with warnings as errors, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Pre-train the default small GPT (not yet implemented: see the README).
+pretrain *ARGS:
+    cargo xtask pretrain {{ARGS}}
+
+# Benchmarks: tokenizer vs tiktoken (pip install tiktoken), matmul per CPU backend.
+bench:
+    cargo bench -p llm-bpe
+    cargo bench -p llm-model --bench matmul
+
+# Everything CI runs.
+ci:
+    .ci/run

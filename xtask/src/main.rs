@@ -1,0 +1,64 @@
+//! `cargo xtask <command>`: the llm-e2e command line.
+//!
+//! Every command returns an error instead of panicking; `main` prints it with its causes and
+//! exits non-zero.
+
+mod backends;
+mod tokenizer;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    version,
+    about = "llm-e2e: GPT-2 from tokenizer to serving"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the token ids of a text.
+    Tokenize(tokenizer::TokenizeArgs),
+    /// Print the text of token ids.
+    Detokenize(tokenizer::DetokenizeArgs),
+    /// Train a byte-level BPE vocabulary and save it as tokenizer.json.
+    TrainTokenizer(tokenizer::TrainArgs),
+    /// List the compiled backends and check each with a matmul.
+    Backends(backends::BackendsArgs),
+    /// Pre-train a GPT on the default CPU backend (not yet implemented).
+    Pretrain,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Tokenize(args) => tokenizer::tokenize(args),
+        Command::Detokenize(args) => tokenizer::detokenize(args),
+        Command::TrainTokenizer(args) => tokenizer::train(args),
+        Command::Backends(args) => backends::backends(args),
+        Command::Pretrain => Err(anyhow::anyhow!(
+            "`pretrain` is not yet implemented: the model and training crates are still being \
+             built (see the README's roadmap)"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
