@@ -4,6 +4,7 @@
 //! exits non-zero.
 
 mod backends;
+mod model_cmd;
 mod tokenizer;
 
 use std::process::ExitCode;
@@ -29,13 +30,25 @@ enum Command {
     Detokenize(tokenizer::DetokenizeArgs),
     /// Train a byte-level BPE vocabulary and save it as tokenizer.json.
     TrainTokenizer(tokenizer::TrainArgs),
+    /// Download a model from the Hugging Face hub into the local cache.
+    Download(model_cmd::DownloadArgs),
+    /// Continue a prompt with a GPT-2.
+    Generate(model_cmd::GenerateArgs),
+    /// Mean loss and perplexity of a model on a text file (sliding window).
+    Eval(model_cmd::EvalArgs),
+    /// Write a model as a Hugging Face directory (config.json + model.safetensors).
+    Export(model_cmd::ExportArgs),
     /// List the compiled backends and check each with a matmul.
     Backends(backends::BackendsArgs),
     /// Pre-train a GPT on the default CPU backend (not yet implemented).
     Pretrain,
 }
 
+#[global_allocator]
+static GLOBAL: llm_model::alloc::MiMalloc = llm_model::alloc::MiMalloc;
+
 fn main() -> ExitCode {
+    llm_model::alloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -48,6 +61,10 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => tokenizer::tokenize(args),
         Command::Detokenize(args) => tokenizer::detokenize(args),
         Command::TrainTokenizer(args) => tokenizer::train(args),
+        Command::Download(args) => model_cmd::download(args),
+        Command::Generate(args) => model_cmd::generate(args),
+        Command::Eval(args) => model_cmd::eval(args),
+        Command::Export(args) => model_cmd::export(args),
         Command::Backends(args) => backends::backends(args),
         Command::Pretrain => Err(anyhow::anyhow!(
             "`pretrain` is not yet implemented: the model and training crates are still being \

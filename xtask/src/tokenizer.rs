@@ -106,7 +106,7 @@ pub fn tokenize(args: TokenizeArgs) -> Result<()> {
 }
 
 /// Parses `1,2,3` or `1 2 3`, naming the item that is not an id.
-fn parse_ids(s: &str) -> Result<Vec<u32>> {
+pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
     s.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|p| !p.is_empty())
         .map(|p| {

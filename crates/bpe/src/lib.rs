@@ -34,6 +34,7 @@
 
 mod bytes;
 mod error;
+pub mod fs;
 mod model;
 mod pretokenize;
 mod simple;
@@ -41,9 +42,6 @@ mod special;
 mod stream;
 mod tokenizer;
 pub mod train;
-
-use std::io::Write;
-use std::path::Path;
 
 pub use bytes::{bytes_to_token_str, token_str_to_bytes};
 pub use error::{BpeError, Result};
@@ -53,33 +51,3 @@ pub use special::{Allowed, SpecialToken, END_OF_TEXT, END_OF_TEXT_ID};
 pub use stream::StreamDecoder;
 pub use tokenizer::Gpt2Tokenizer;
 pub use train::{train, TrainerConfig};
-
-/// Writes a file atomically: a temporary file in the same directory, then a rename, so that a
-/// crash never leaves a half-written file in place of the old one.
-pub(crate) fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        BpeError::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-        )
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        BpeError::io(path, e)
-    })
-}

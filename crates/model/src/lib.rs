@@ -1,12 +1,65 @@
 //! # llm-model: GPT-2 in Burn
 //!
-//! Will hold (issue 3) GPT-2 exactly as OpenAI built it, generic over `B: Backend`: the config
-//! with named presets, the modules named after GPT-2's own weights (`wte`, `wpe`, `h[i].ln_1`,
-//! `attn.c_attn`, `mlp.c_fc`, `ln_f`, …), the forward pass and loss, the KV cache, a simple
-//! `generate`, and loading and saving Hugging Face weights.
+//! GPT-2 exactly as OpenAI built it, generic over the Burn backend `B`, proven against
+//! Hugging Face transformers on a reference fixture (`tests/parity.rs`).
 //!
-//! Today it holds [`backend`]: the single place where the Cargo features `flex` (default),
-//! `ndarray`, `wgpu` and `cuda` become concrete Burn backend types, used by every crate
-//! above this one.
+//! - [`Gpt2Config`]: the shape, with HF `config.json` names and the presets `gpt2` (124M),
+//!   `gpt2-medium`, `gpt2-large`, `gpt2-xl`, plus `tiny`, `mini`, `small` for CPUs.
+//! - [`Gpt`]: the model, its modules named after GPT-2's weights (`wte`, `wpe`,
+//!   `h[i].{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}`, `ln_f`); built by
+//!   [`Gpt2Config::init`] with GPT-2's initialisation.
+//!   - [`Gpt::forward`] → logits; [`Gpt::forward_with`] with a [`KvCache`], attention
+//!     probabilities, or last-position-only logits.
+//!   - [`cross_entropy`]: the loss, with PyTorch's `ignore_index = -100`.
+//! - [`perplexity`]: sliding-window loss and perplexity over a long text.
+//! - [`generate()`]: greedy / temperature / top-k sampling with the KV cache ([`Sampler`]).
+//! - Weights: [`weights::load_weights`] (strict, both HF key layouts, safetensors and
+//!   `pytorch_model.bin`), [`weights::save_hf_dir`] (export), [`Checkpoint`] (our format),
+//!   [`hub::Hub`] (the Hugging Face cache and downloads), [`pretrained`] (`--model` values).
+//! - [`backend`]: the one place where Cargo features become Burn backend types.
+//!
+//! ```
+//! use burn::backend::Flex;
+//! use llm_model::{Gpt2Config, GenerateConfig, generate};
+//!
+//! let device = Default::default();
+//! let model = Gpt2Config::tiny().init::<Flex>(&device).unwrap();
+//! let ids = model.tokens(&[&[6109, 3626, 6100, 345]], &device).unwrap();
+//! let logits = model.forward(ids); // [1, 4, 50257]
+//! assert_eq!(logits.dims(), [1, 4, 50257]);
+//! let config = GenerateConfig { max_new_tokens: 5, ..Default::default() };
+//! let new = generate(&model, &[6109, 3626], &config, &device, |_| {}).unwrap();
+//! assert_eq!(new.len(), 5);
+//! ```
 
+pub mod alloc;
+mod attention;
 pub mod backend;
+mod cache;
+mod checkpoint;
+mod config;
+mod error;
+mod eval;
+mod generate;
+pub mod hub;
+mod loss;
+mod model;
+pub mod pretrained;
+mod sampler;
+pub mod weights;
+
+pub use attention::Attention;
+pub use cache::{KvCache, LayerCache};
+pub use checkpoint::Checkpoint;
+pub use config::{Gpt2Config, PRESETS};
+pub use error::{ModelError, Result};
+pub use eval::{perplexity, Perplexity};
+pub use generate::{generate, generate_uncached, GenerateConfig};
+pub use loss::{cross_entropy, IGNORE_INDEX};
+pub use model::{gelu_tanh, Block, ForwardOptions, ForwardOutput, Gpt, Mlp};
+pub use sampler::{argmax, Sampler};
+
+/// Writes a file atomically (temporary file + rename), with the error naming the file.
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    llm_bpe::fs::atomic_write(path, bytes).map_err(|e| ModelError::io(path, e))
+}

@@ -1,0 +1,99 @@
+//! Loading a model named on the command line: a Hugging Face directory, a hub id, or an
+//! llm-e2e checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::Gpt2Config;
+use crate::error::{ModelError, Result};
+use crate::hub::{self, Hub, CONFIG_FILE, WEIGHT_FILES};
+use crate::model::Gpt;
+use crate::weights::{load_weights, WeightFile};
+
+/// Where a model's files are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A directory in Hugging Face layout: `config.json` and `model.safetensors` or
+    /// `pytorch_model.bin` (maybe tokenizer files too).
+    HfDir(PathBuf),
+    /// An llm-e2e checkpoint file.
+    Checkpoint(PathBuf),
+}
+
+impl ModelSource {
+    /// The directory that may hold tokenizer files next to the weights.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            ModelSource::HfDir(d) => Some(d),
+            ModelSource::Checkpoint(_) => None,
+        }
+    }
+}
+
+/// Resolves `--model`: an existing path (directory or checkpoint file) first, else a hub id
+/// looked up in the cache (and downloaded unless offline).
+pub fn locate(spec: &str, hub: &Hub) -> Result<ModelSource> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        if !path.join(CONFIG_FILE).is_file() {
+            return Err(ModelError::file(
+                path,
+                "not a model directory: it has no config.json",
+            ));
+        }
+        return Ok(ModelSource::HfDir(path.into()));
+    }
+    if path.is_file() {
+        if Checkpoint::is_checkpoint(path) {
+            return Ok(ModelSource::Checkpoint(path.into()));
+        }
+        return Err(ModelError::file(
+            path,
+            "not an llm-e2e checkpoint; for Hugging Face weights give the directory holding config.json",
+        ));
+    }
+    if hub::looks_like_repo_id(spec) {
+        return Ok(ModelSource::HfDir(hub.model_dir(spec)?));
+    }
+    Err(ModelError::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such model directory or checkpoint",
+        ),
+    ))
+}
+
+/// The weight file of a Hugging Face directory: `model.safetensors`, else `pytorch_model.bin`.
+pub fn weights_in(dir: &Path) -> Result<PathBuf> {
+    WEIGHT_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            ModelError::file(
+                dir,
+                "no model.safetensors or pytorch_model.bin in this directory",
+            )
+        })
+}
+
+/// Loads a GPT-2 from a Hugging Face directory.
+pub fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Gpt<B>, Gpt2Config)> {
+    let config = Gpt2Config::from_json_file(dir.join(CONFIG_FILE))?;
+    let weights = WeightFile::open(weights_in(dir)?)?;
+    Ok((load_weights(&config, &weights, device)?, config))
+}
+
+/// Loads whatever `source` names.
+pub fn load<B: Backend>(source: &ModelSource, device: &B::Device) -> Result<(Gpt<B>, Gpt2Config)> {
+    match source {
+        ModelSource::HfDir(dir) => load_hf_dir(dir, device),
+        ModelSource::Checkpoint(path) => {
+            let ckpt = Checkpoint::load(path)?;
+            Ok((ckpt.model(device)?, ckpt.config))
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Reading named tensors from weight files: safetensors (memory-mapped) and PyTorch's
+//! `pytorch_model.bin` (zip + restricted pickle, read by `burn-store`; no code runs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::DType;
+use burn_store::pytorch::PytorchReader;
+use burn_store::TensorSnapshot;
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{ModelError, Result};
+
+enum Backing {
+    Safetensors(Mmap),
+    Pytorch(BTreeMap<String, TensorSnapshot>),
+}
+
+/// A weight file: tensor names, shapes, and their values as f32 on request.
+pub struct WeightFile {
+    path: PathBuf,
+    shapes: BTreeMap<String, Vec<usize>>,
+    backing: Backing,
+}
+
+impl WeightFile {
+    /// Opens a `.safetensors` file, or a PyTorch `.bin`/`.pt`/`.pth` file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+        if is_safetensors {
+            Self::open_safetensors(path)
+        } else {
+            Self::open_pytorch(path)
+        }
+    }
+
+    fn open_safetensors(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+        // SAFETY: the map is read-only; like every reader of weight files we assume the file
+        // is not truncated by another process while it is open.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+        let tensors = SafeTensors::deserialize(&mmap).map_err(|e| {
+            ModelError::file(
+                path,
+                format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+            )
+        })?;
+        let shapes = tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect();
+        Ok(WeightFile {
+            path: path.into(),
+            shapes,
+            backing: Backing::Safetensors(mmap),
+        })
+    }
+
+    fn open_pytorch(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(ModelError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ));
+        }
+        let reader = PytorchReader::new(path).map_err(|e| {
+            ModelError::file(
+                path,
+                format!("not a readable PyTorch checkpoint (truncated or corrupt?): {e}"),
+            )
+        })?;
+        let tensors: BTreeMap<String, TensorSnapshot> = reader.into_tensors().into_iter().collect();
+        let shapes = tensors
+            .iter()
+            .map(|(name, t)| (name.clone(), t.shape.to_vec()))
+            .collect();
+        Ok(WeightFile {
+            path: path.into(),
+            shapes,
+            backing: Backing::Pytorch(tensors),
+        })
+    }
+
+    /// The file this was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tensor name with its shape, sorted by name.
+    pub fn shapes(&self) -> &BTreeMap<String, Vec<usize>> {
+        &self.shapes
+    }
+
+    /// The values of a tensor, converted to f32 (from f32, f16, bf16 or f64).
+    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let bad = |m: String| ModelError::file(&self.path, format!("tensor {name:?}: {m}"));
+        match &self.backing {
+            Backing::Safetensors(mmap) => {
+                let tensors = SafeTensors::deserialize(mmap).map_err(|e| bad(e.to_string()))?;
+                let view = tensors.tensor(name).map_err(|e| bad(e.to_string()))?;
+                let bytes = view.data();
+                Ok(match view.dtype() {
+                    Dtype::F32 => bytes
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                    Dtype::F16 => bytes
+                        .chunks_exact(2)
+                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                        .collect(),
+                    Dtype::BF16 => bytes
+                        .chunks_exact(2)
+                        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                        .collect(),
+                    Dtype::F64 => bytes
+                        .chunks_exact(8)
+                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                        .collect(),
+                    other => return Err(bad(format!("dtype {other:?} is not a float type"))),
+                })
+            }
+            Backing::Pytorch(tensors) => {
+                let t = tensors
+                    .get(name)
+                    .ok_or_else(|| bad("not in the file".into()))?;
+                match t.dtype {
+                    DType::F32 | DType::F16 | DType::BF16 | DType::F64 => {}
+                    other => return Err(bad(format!("dtype {other:?} is not a float type"))),
+                }
+                let data = t.to_data().map_err(|e| bad(format!("{e:?}")))?;
+                Ok(data.iter::<f32>().collect())
+            }
+        }
+    }
+}

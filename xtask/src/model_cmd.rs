@@ -1,0 +1,317 @@
+//! `download`, `generate`, `eval` and `export`: commands that load a GPT-2.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::Backend;
+use clap::Args;
+use llm_bpe::{Allowed, Gpt2Tokenizer};
+use llm_model::backend::{run_on, BackendKind, BackendTask};
+use llm_model::hub::Hub;
+use llm_model::pretrained::{self, ModelSource};
+use llm_model::{Checkpoint, GenerateConfig};
+
+use crate::tokenizer::read_text;
+
+/// Which model, on which backend, with which tokenizer.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A Hugging Face model directory, a hub id (`gpt2`, `openai-community/gpt2-medium`,
+    /// resolved from the local hub cache first), or an llm-e2e checkpoint file.
+    #[arg(long)]
+    model: String,
+    /// The Burn backend to run on (see `cargo xtask backends`).
+    #[arg(long, default_value_t = default_backend())]
+    backend: String,
+    /// Tokenizer (`gpt2`, a directory or a tokenizer.json); by default the model's own
+    /// tokenizer files if it has them, else GPT-2's.
+    #[arg(long)]
+    tokenizer: Option<String>,
+}
+
+fn default_backend() -> String {
+    BackendKind::default_compiled().map_or("flex".into(), |k| k.name().into())
+}
+
+struct Resolved {
+    source: ModelSource,
+    tokenizer: Gpt2Tokenizer,
+    backend: BackendKind,
+}
+
+fn resolve(args: &ModelArgs) -> Result<Resolved> {
+    let backend: BackendKind = args.backend.parse()?;
+    let hub = Hub::from_env()?;
+    let source = pretrained::locate(&args.model, &hub)?;
+    let tokenizer = match (&args.tokenizer, &source) {
+        (Some(spec), _) => Gpt2Tokenizer::load(spec)?,
+        (None, ModelSource::HfDir(dir))
+            if dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file() =>
+        {
+            Gpt2Tokenizer::from_dir(dir)?
+        }
+        (None, ModelSource::Checkpoint(path)) => {
+            match Checkpoint::load(path)?.metadata["tokenizer"].as_str() {
+                Some(spec) => Gpt2Tokenizer::load(spec)
+                    .with_context(|| format!("loading the checkpoint's tokenizer {spec:?}"))?,
+                None => Gpt2Tokenizer::gpt2(),
+            }
+        }
+        (None, _) => Gpt2Tokenizer::gpt2(),
+    };
+    Ok(Resolved {
+        source,
+        tokenizer,
+        backend,
+    })
+}
+
+/// Checks that every id the tokenizer can produce is a token of the model.
+fn check_vocab(tokenizer: &Gpt2Tokenizer, model_vocab: usize) -> Result<()> {
+    if tokenizer.vocab_size() > model_vocab {
+        bail!(
+            "the tokenizer ({}) has {} tokens but the model only {}: pass the model's tokenizer with --tokenizer",
+            tokenizer.name(),
+            tokenizer.vocab_size(),
+            model_vocab
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DownloadArgs {
+    /// Hub id: `gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`, or any `org/name`.
+    #[arg(long)]
+    model: String,
+}
+
+pub fn download(args: DownloadArgs) -> Result<()> {
+    let hub = Hub::from_env()?;
+    let paths = hub.download(&args.model, true)?;
+    for p in &paths {
+        println!("{}", p.display());
+    }
+    println!(
+        "{} cached in {} ({} files)",
+        args.model,
+        hub.cache_dir().display(),
+        paths.len()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt text.
+    #[arg(
+        long,
+        conflicts_with = "prompt_ids",
+        required_unless_present = "prompt_ids"
+    )]
+    prompt: Option<String>,
+    /// The prompt as token ids: `--prompt-ids 6109,3626`.
+    #[arg(long)]
+    prompt_ids: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    max_new_tokens: usize,
+    /// 0 is greedy (the default).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample only from the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Stop once `<|endoftext|>` is generated.
+    #[arg(long)]
+    stop_at_eot: bool,
+    /// Print `{"ids": [prompt + new], "new_ids": [...], "text": "..."}` instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+struct GenerateTask<'a> {
+    args: &'a GenerateArgs,
+    resolved: &'a Resolved,
+    prompt: Vec<u32>,
+}
+
+impl BackendTask for GenerateTask<'_> {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let (model, _) = pretrained::load::<B>(&self.resolved.source, &device)?;
+        let tok = &self.resolved.tokenizer;
+        check_vocab(tok, model.vocab_size())?;
+        let config = GenerateConfig {
+            max_new_tokens: self.args.max_new_tokens,
+            temperature: self.args.temperature,
+            top_k: self.args.top_k,
+            seed: self.args.seed,
+            stop_token: if self.args.stop_at_eot {
+                tok.eot_id()
+            } else {
+                None
+            },
+        };
+        let mut stream = tok.stream_decoder();
+        let mut out = std::io::stdout().lock();
+        let mut print_error = None;
+        let json = self.args.json;
+        let new = llm_model::generate(&model, &self.prompt, &config, &device, |id| {
+            if json || print_error.is_some() {
+                return;
+            }
+            // Ids beyond the tokenizer (a padded vocabulary) print as nothing.
+            if let Ok(text) = stream.push(id) {
+                if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                    print_error = Some(e);
+                }
+            }
+        })?;
+        if let Some(e) = print_error {
+            return Err(e).context("writing to stdout");
+        }
+        if json {
+            let text = tok.decode(&new)?;
+            let mut all = self.prompt.clone();
+            all.extend(&new);
+            let v = serde_json::json!({ "ids": all, "new_ids": new, "text": text });
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(out, "{}", stream.finish())?;
+        }
+        Ok(())
+    }
+}
+
+pub fn generate(args: GenerateArgs) -> Result<()> {
+    let resolved = resolve(&args.model)?;
+    let prompt = match (&args.prompt, &args.prompt_ids) {
+        (Some(text), _) => resolved
+            .tokenizer
+            .encode(text)
+            .context("encoding the prompt")?,
+        (None, Some(ids)) => crate::tokenizer::parse_ids(ids)?,
+        (None, None) => bail!("give --prompt or --prompt-ids"),
+    };
+    let task = GenerateTask {
+        args: &args,
+        resolved: &resolved,
+        prompt,
+    };
+    run_on(resolved.backend, task)?
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A UTF-8 text file to score.
+    #[arg(long)]
+    file: PathBuf,
+    /// Tokens per window (default: the model's n_positions).
+    #[arg(long)]
+    context: Option<usize>,
+    /// Tokens between window starts (default: half the context).
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// Print `{"loss", "perplexity", "tokens", "windows", …}`.
+    #[arg(long)]
+    json: bool,
+}
+
+struct EvalTask<'a> {
+    args: &'a EvalArgs,
+    resolved: &'a Resolved,
+    ids: Vec<u32>,
+}
+
+impl BackendTask for EvalTask<'_> {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let (model, _) = pretrained::load::<B>(&self.resolved.source, &device)?;
+        check_vocab(&self.resolved.tokenizer, model.vocab_size())?;
+        let context = self.args.context.unwrap_or(model.n_positions());
+        let stride = self.args.stride.unwrap_or((context / 2).max(1));
+        let start = std::time::Instant::now();
+        let p = llm_model::perplexity(
+            &model,
+            &self.ids,
+            context,
+            stride,
+            self.args.batch_size,
+            &device,
+        )?;
+        let secs = start.elapsed().as_secs_f64();
+        if self.args.json {
+            let mut v = serde_json::to_value(&p)?;
+            v["context"] = context.into();
+            v["stride"] = stride.into();
+            v["seconds"] = secs.into();
+            println!("{v}");
+        } else {
+            println!(
+                "loss {:.4}  perplexity {:.3}  ({} tokens scored, {} windows of {context} with stride {stride}, {secs:.1}s)",
+                p.loss, p.perplexity, p.tokens, p.windows
+            );
+        }
+        Ok(())
+    }
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let resolved = resolve(&args.model)?;
+    let text = read_text(&args.file)?;
+    let ids = resolved.tokenizer.encode_parallel(&text, Allowed::AsText)?;
+    let task = EvalTask {
+        args: &args,
+        resolved: &resolved,
+        ids,
+    };
+    run_on(resolved.backend, task)?
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Directory to write `config.json` and `model.safetensors` into (Hugging Face layout).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+struct ExportTask<'a> {
+    args: &'a ExportArgs,
+    resolved: &'a Resolved,
+}
+
+impl BackendTask for ExportTask<'_> {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let (model, config) = pretrained::load::<B>(&self.resolved.source, &device)?;
+        llm_model::weights::save_hf_dir(&model, &config, &self.args.out)?;
+        println!("wrote {}", self.args.out.display());
+        Ok(())
+    }
+}
+
+pub fn export(args: ExportArgs) -> Result<()> {
+    let resolved = resolve(&args.model)?;
+    run_on(
+        resolved.backend,
+        ExportTask {
+            args: &args,
+            resolved: &resolved,
+        },
+    )?
+}

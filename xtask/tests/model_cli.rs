@@ -1,0 +1,310 @@
+//! `generate`, `eval`, `export` and `download` end to end on the reference fixture, offline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fixture() -> String {
+    root()
+        .join("crates/model/tests/fixtures/tiny-gpt2")
+        .display()
+        .to_string()
+}
+
+fn xtask(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args).current_dir(root());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = xtask(args, env);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = xtask(args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    stderr
+}
+
+/// The fixture's greedy continuation of "Every effort moves you" (reference.json).
+const EVERY_EFFORT_20: [u32; 20] = [
+    33778, 15917, 42583, 27763, 27763, 27763, 27691, 32129, 32129, 373, 32129, 32129, 32129, 32129,
+    32129, 32129, 44764, 45010, 8657, 44764,
+];
+
+#[test]
+fn generate_matches_the_reference_continuation() {
+    let out = ok(
+        &[
+            "generate",
+            "--model",
+            &fixture(),
+            "--prompt",
+            "Every effort moves you",
+            "--max-new-tokens",
+            "20",
+            "--json",
+        ],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let new: Vec<u32> = serde_json::from_value(v["new_ids"].clone()).unwrap();
+    assert_eq!(new, EVERY_EFFORT_20);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 24);
+    assert!(v["text"].as_str().unwrap().contains("defective"));
+    // Streaming text output is the same continuation.
+    let text = ok(
+        &[
+            "generate",
+            "--model",
+            &fixture(),
+            "--prompt-ids",
+            "6109,3626,6100,345",
+            "--max-new-tokens",
+            "20",
+        ],
+        &[],
+    );
+    assert_eq!(text.trim_end_matches('\n'), v["text"].as_str().unwrap());
+    // Seeded sampling is repeatable.
+    let sample = |seed: &str| {
+        ok(
+            &[
+                "generate",
+                "--model",
+                &fixture(),
+                "--prompt",
+                "Hello",
+                "--temperature",
+                "0.9",
+                "--top-k",
+                "50",
+                "--seed",
+                seed,
+                "--json",
+            ],
+            &[],
+        )
+    };
+    assert_eq!(sample("3"), sample("3"));
+}
+
+#[test]
+fn eval_reports_loss_and_perplexity() {
+    let out = ok(
+        &[
+            "eval",
+            "--model",
+            &fixture(),
+            "--file",
+            "assets/data/the-verdict.txt",
+            "--context",
+            "128",
+            "--stride",
+            "64",
+            "--json",
+        ],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["tokens"], 5144);
+    let (loss, ppl) = (
+        v["loss"].as_f64().unwrap(),
+        v["perplexity"].as_f64().unwrap(),
+    );
+    // A random model is near-uniform over 50,257 tokens: loss about ln(50257) ≈ 10.8.
+    assert!(loss > 9.0 && loss < 14.0, "{loss}");
+    assert!((ppl.ln() - loss).abs() < 1e-9);
+    let text = ok(
+        &[
+            "eval",
+            "--model",
+            &fixture(),
+            "--file",
+            "assets/data/the-verdict.txt",
+            "--context",
+            "128",
+            "--stride",
+            "128",
+        ],
+        &[],
+    );
+    assert!(text.contains("perplexity"), "{text}");
+}
+
+#[test]
+fn hub_ids_resolve_from_a_local_cache_and_miss_clearly() {
+    let cache = tempfile::tempdir().unwrap();
+    let commit = "e6d25b1bcd29a90e5087a51a63291104d3e2bf5b";
+    let repo = cache.path().join("models--fixture--tiny-gpt2");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(Path::new(&fixture()).join(f), snap.join(f)).unwrap();
+    }
+    let env = [
+        ("HF_HUB_CACHE", cache.path().to_str().unwrap()),
+        ("HF_HUB_OFFLINE", "1"),
+    ];
+    let out = ok(
+        &[
+            "generate",
+            "--model",
+            "fixture/tiny-gpt2",
+            "--prompt-ids",
+            "6109,3626,6100,345",
+            "--max-new-tokens",
+            "20",
+            "--json",
+        ],
+        &env,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let new: Vec<u32> = serde_json::from_value(v["new_ids"].clone()).unwrap();
+    assert_eq!(new, EVERY_EFFORT_20);
+
+    let err = fails(
+        &["generate", "--model", "gpt2-medium", "--prompt", "x"],
+        &env,
+    );
+    assert!(
+        err.contains("cargo xtask download --model gpt2-medium"),
+        "{err}"
+    );
+    let err = fails(&["download", "--model", "gpt2"], &env);
+    assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+}
+
+#[test]
+fn export_then_reload_gives_the_same_continuation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("exported");
+    ok(
+        &[
+            "export",
+            "--model",
+            &fixture(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out_dir.join("model.safetensors").is_file() && out_dir.join("config.json").is_file());
+    let out = ok(
+        &[
+            "generate",
+            "--model",
+            out_dir.to_str().unwrap(),
+            "--prompt-ids",
+            "6109,3626,6100,345",
+            "--max-new-tokens",
+            "20",
+            "--json",
+        ],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let new: Vec<u32> = serde_json::from_value(v["new_ids"].clone()).unwrap();
+    assert_eq!(new, EVERY_EFFORT_20);
+}
+
+#[test]
+fn bad_model_input_is_an_error_not_a_panic() {
+    let f = fixture();
+    let long: Vec<String> = (0..129).map(|i| (i + 100).to_string()).collect();
+    let err = fails(
+        &["generate", "--model", &f, "--prompt-ids", &long.join(",")],
+        &[],
+    );
+    assert!(err.contains("n_positions = 128"), "{err}");
+    let err = fails(
+        &["generate", "--model", &f, "--prompt-ids", "6109,50257"],
+        &[],
+    );
+    assert!(err.contains("50257"), "{err}");
+    let err = fails(
+        &["generate", "--model", &f, "--prompt", "a<|endoftext|>"],
+        &[],
+    );
+    assert!(err.contains("<|endoftext|>"), "{err}");
+    let err = fails(&["generate", "--model", "assets", "--prompt", "x"], &[]);
+    assert!(err.contains("config.json"), "{err}");
+    let err = fails(
+        &["generate", "--model", "./no/such/dir", "--prompt", "x"],
+        &[],
+    );
+    assert!(err.contains("./no/such/dir"), "{err}");
+    let err = fails(
+        &[
+            "generate",
+            "--model",
+            &f,
+            "--prompt",
+            "x",
+            "--backend",
+            "tpu",
+        ],
+        &[],
+    );
+    assert!(err.contains("tpu"), "{err}");
+    let err = fails(
+        &[
+            "generate",
+            "--model",
+            &f,
+            "--prompt",
+            "x",
+            "--backend",
+            "cuda",
+        ],
+        &[],
+    );
+    assert!(err.contains("--features cuda"), "{err}");
+    let err = fails(
+        &[
+            "eval",
+            "--model",
+            &f,
+            "--file",
+            "assets/data/the-verdict.txt",
+            "--context",
+            "500",
+        ],
+        &[],
+    );
+    assert!(err.contains("n_positions = 128"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("model");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::copy(Path::new(&f).join("config.json"), bad.join("config.json")).unwrap();
+    std::fs::write(bad.join("model.safetensors"), b"garbage").unwrap();
+    let err = fails(
+        &[
+            "generate",
+            "--model",
+            bad.to_str().unwrap(),
+            "--prompt",
+            "x",
+        ],
+        &[],
+    );
+    assert!(err.contains("model.safetensors"), "{err}");
+    fails(&["generate", "--model", &f], &[]);
+}
