@@ -18,10 +18,11 @@ fmt:
 pretrain *ARGS:
     cargo xtask pretrain {{ARGS}}
 
-# Benchmarks: tokenizer vs tiktoken, GPT-2 forward vs PyTorch (pip install tiktoken torch),
+# Benchmarks: tokenizer vs tiktoken, data pipeline, GPT-2 forward vs PyTorch (pip install tiktoken torch),
 # matmul per CPU backend.
 bench:
     cargo bench -p llm-bpe
+    cargo bench -p llm-data
     cargo bench -p llm-model --bench forward
     cargo bench -p llm-model --bench matmul
 

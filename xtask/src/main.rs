@@ -4,6 +4,7 @@
 //! exits non-zero.
 
 mod backends;
+mod data_cmd;
 mod model_cmd;
 mod tokenizer;
 
@@ -30,6 +31,10 @@ enum Command {
     Detokenize(tokenizer::DetokenizeArgs),
     /// Train a byte-level BPE vocabulary and save it as tokenizer.json.
     TrainTokenizer(tokenizer::TrainArgs),
+    /// Tokenize a corpus into binary shards with a manifest.
+    Prepare(data_cmd::PrepareArgs),
+    /// Token counts, vocabulary coverage, frequent tokens and sample pairs of a corpus.
+    DataStats(data_cmd::StatsArgs),
     /// Download a model from the Hugging Face hub into the local cache.
     Download(model_cmd::DownloadArgs),
     /// Continue a prompt with a GPT-2.
@@ -61,6 +66,8 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => tokenizer::tokenize(args),
         Command::Detokenize(args) => tokenizer::detokenize(args),
         Command::TrainTokenizer(args) => tokenizer::train(args),
+        Command::Prepare(args) => data_cmd::prepare(args),
+        Command::DataStats(args) => data_cmd::stats(args),
         Command::Download(args) => model_cmd::download(args),
         Command::Generate(args) => model_cmd::generate(args),
         Command::Eval(args) => model_cmd::eval(args),

@@ -1,11 +1,50 @@
 //! # llm-data: from text to training batches
 //!
-//! Will hold (issue 4), on top of `llm-bpe`:
-//! - next-token datasets: the sliding window (`max_length`, `stride`) of the walkthroughs,
-//!   batched into Burn tensors with a seeded shuffle and a train/val split;
-//! - pre-tokenized, versioned binary shards (`cargo xtask prepare`), memory-mapped and
-//!   streamed across many files with bounded memory, with resumable reader state;
-//! - the task datasets: Alpaca-style instructions, SMS spam classification, DPO preference
-//!   pairs.
+//! Everything between a tokenizer and a model. It depends on `llm-bpe` and Burn's tensor
+//! types, never on model code.
 //!
-//! It stays free of model code. Nothing is implemented yet.
+//! - **Next-token datasets**
+//!   - [`SlidingWindow`]: the walkthrough's `(max_length, stride)` windows over one token
+//!     stream; [`TokenPair`] items (input, input shifted by one).
+//!   - [`DataLoader`]: batches through a Burn [`Batcher`](burn::data::dataloader::batcher::Batcher)
+//!     ([`NextTokenBatcher`] → [`NextTokenBatch`]), seeded shuffle, `drop_last`, resumable
+//!     [`LoaderState`]; [`split_tokens`] for a train/val split by fraction.
+//! - **Pre-tokenized shards** (for corpora of any size)
+//!   - [`prepare()`]: `.txt` / `.jsonl` (optionally gzipped) → versioned binary shards in
+//!     llm.c's format (u16 or u32 tokens) + `manifest.json` with checksums; parallel,
+//!     byte-identical on every run.
+//!   - [`ShardSet`] + [`TokenBatches`]: memory-mapped reading under a memory budget, random
+//!     windows (nanoGPT) or sequential (llm.c), resumable through [`SamplerState`].
+//! - **Task datasets**
+//!   - [`instruct`]: Alpaca instructions, the prompt template, collate with −100 targets,
+//!     prompt masking, the seeded 85/5/10 split.
+//!   - [`spam`]: SMS spam classification, balanced and split 70/10/20, padded batches.
+//!   - [`dpo`]: preference pairs with response masks.
+//! - [`text`]: reading corpora with errors that name the file, line and byte.
+//! - [`TokenStats`]: counts for `cargo xtask data-stats`.
+
+mod batcher;
+pub mod dpo;
+mod error;
+pub mod instruct;
+mod loader;
+mod prepare;
+mod reader;
+pub mod shard;
+pub mod spam;
+mod split;
+mod stats;
+pub mod text;
+mod window;
+
+pub use batcher::{int_tensor, NextTokenBatch, NextTokenBatcher};
+pub use error::{DataError, Result};
+pub use loader::{DataLoader, LoaderConfig, LoaderState};
+pub use prepare::{
+    prepare, Manifest, PrepareConfig, PrepareReport, ShardEntry, SplitEntry, TokenizerEntry,
+    DOC_SPLIT_MIN_DOCS,
+};
+pub use reader::{SamplerState, Sampling, ShardSet, TokenBatches, DEFAULT_MAX_MAPPED_BYTES};
+pub use split::{seeded_split, split_tokens};
+pub use stats::TokenStats;
+pub use window::{SlidingWindow, TokenPair};

@@ -1,0 +1,363 @@
+//! `prepare`: corpus files → tokenized, versioned shards with a manifest.
+//!
+//! 1. Documents are read lazily (a `.txt` file is one, a `.jsonl` line is one) and tokenized
+//!    in parallel, a batch of documents at a time, so memory stays bounded by the batch.
+//! 2. Each document goes to the train or the validation split, `<|endoftext|>` between
+//!    documents. With many documents (≥ 100) whole documents are assigned, by a seeded hash
+//!    of their index; with few (a book or two), each document is cut, its first
+//!    `1 − val_fraction` to train and the rest to validation, so both splits see every one.
+//! 3. Tokens stream into shards of `shard_tokens` (`train_000000.bin`, …, `val_000000.bin`)
+//!    written atomically, then `manifest.json` lists the tokenizer, the counts and a SHA-256
+//!    of every shard. Nothing depends on time or thread count: the output is byte-identical
+//!    on every run.
+
+use std::path::{Path, PathBuf};
+
+use llm_bpe::Gpt2Tokenizer;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{DataError, Result};
+use crate::shard::{ShardWriter, TokenType};
+use crate::split::check_fraction;
+use crate::text::{collect_inputs, documents, format_of, Document, Format, JsonlDocuments};
+
+/// The manifest format written by this version.
+pub const MANIFEST_VERSION: u32 = 1;
+/// With at least this many documents, the split assigns whole documents.
+pub const DOC_SPLIT_MIN_DOCS: usize = 100;
+const SPLIT_SEED: u64 = 0x5EED_5EED;
+/// Documents at least this long are tokenized with all threads on their own.
+const LONG_DOC: usize = 1 << 20;
+/// Text per tokenization batch.
+const BATCH_BYTES: usize = 32 << 20;
+
+/// Settings of [`prepare`].
+#[derive(Clone, Debug)]
+pub struct PrepareConfig {
+    pub val_fraction: f64,
+    pub shard_tokens: usize,
+    /// JSON field holding the text in `.jsonl` inputs.
+    pub text_field: String,
+}
+
+impl Default for PrepareConfig {
+    fn default() -> Self {
+        PrepareConfig {
+            val_fraction: 0.1,
+            shard_tokens: 100_000_000,
+            text_field: "text".into(),
+        }
+    }
+}
+
+/// One shard in the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// File name, relative to the manifest.
+    pub file: String,
+    pub tokens: usize,
+    pub sha256: String,
+}
+
+/// A split in the manifest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitEntry {
+    pub tokens: usize,
+    pub shards: Vec<ShardEntry>,
+}
+
+/// The tokenizer a dataset was made with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizerEntry {
+    pub name: String,
+    pub vocab_size: usize,
+    pub eot_id: Option<u32>,
+}
+
+/// `manifest.json`: what a prepared dataset holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub tokenizer: TokenizerEntry,
+    pub token_type: TokenType,
+    /// `documents` (whole documents to validation) or `within-documents` (each one cut).
+    pub split_method: String,
+    pub val_fraction: f64,
+    pub documents: usize,
+    /// Input files (names only) and their sizes in bytes.
+    pub inputs: Vec<(String, u64)>,
+    pub train: SplitEntry,
+    pub val: SplitEntry,
+}
+
+impl Manifest {
+    /// Reads `dir/manifest.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+        let m: Manifest = serde_json::from_str(&text)
+            .map_err(|e| DataError::file(&path, format!("not a valid manifest: {e}")))?;
+        if m.version != MANIFEST_VERSION {
+            return Err(DataError::file(
+                &path,
+                format!(
+                    "manifest version {} is not supported (expected {MANIFEST_VERSION})",
+                    m.version
+                ),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// A split by name: `train` or `val`.
+    pub fn split(&self, name: &str) -> Result<&SplitEntry> {
+        match name {
+            "train" => Ok(&self.train),
+            "val" => Ok(&self.val),
+            other => Err(DataError::Invalid(format!(
+                "unknown split {other:?} (train or val)"
+            ))),
+        }
+    }
+}
+
+/// What [`prepare`] did.
+#[derive(Clone, Debug)]
+pub struct PrepareReport {
+    pub manifest: Manifest,
+    pub bytes: u64,
+    pub tokens: usize,
+}
+
+/// Progress of [`prepare`], in input bytes: `(done, total)`.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+fn count_documents(files: &[PathBuf], field: &str) -> Result<usize> {
+    let mut n = 0;
+    for f in files {
+        n += match format_of(f) {
+            Some(Format::Text) => 1,
+            Some(Format::Jsonl) => JsonlDocuments::open(f, field)?.count(),
+            None => 0,
+        };
+    }
+    Ok(n)
+}
+
+/// A uniform number in [0, 1) from a document index (SplitMix64).
+fn doc_hash(i: usize) -> f64 {
+    let mut z = (i as u64)
+        .wrapping_add(SPLIT_SEED)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn sha256_hex(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// Streams tokens into one split's shards, with `<|endoftext|>` between documents.
+struct SplitWriter {
+    shards: ShardWriter,
+    eot: Option<u32>,
+    tokens: usize,
+}
+
+impl SplitWriter {
+    fn push_document(&mut self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        if !self.shards.is_empty() {
+            if let Some(eot) = self.eot {
+                self.shards.push(&[eot])?;
+                self.tokens += 1;
+            }
+        }
+        self.shards.push(tokens)?;
+        self.tokens += tokens.len();
+        Ok(())
+    }
+}
+
+fn tokenize(tok: &Gpt2Tokenizer, docs: &[Document]) -> Vec<Vec<u32>> {
+    // Long documents use every thread on their own; short ones are spread over threads.
+    docs.par_iter()
+        .with_max_len(1)
+        .map(|d| {
+            if d.text.len() >= LONG_DOC {
+                tok.encode_parallel(&d.text, llm_bpe::Allowed::AsText)
+                    .expect("ordinary encoding does not fail")
+            } else {
+                tok.encode_ordinary(&d.text)
+            }
+        })
+        .collect()
+}
+
+/// Tokenizes `inputs` (files or directories) into shards and a manifest in `out`, on the
+/// current rayon thread pool. `tokenizer_name` is recorded in the manifest.
+pub fn prepare(
+    inputs: &[PathBuf],
+    out: &Path,
+    tok: &Gpt2Tokenizer,
+    tokenizer_name: &str,
+    config: &PrepareConfig,
+    progress: Progress<'_>,
+) -> Result<PrepareReport> {
+    check_fraction(config.val_fraction)?;
+    if config.shard_tokens == 0 {
+        return Err(DataError::Invalid("shard_tokens must be positive".into()));
+    }
+    let files = collect_inputs(inputs)?;
+    if files.is_empty() {
+        return Err(DataError::TooSmall(
+            "no .txt or .jsonl input files found".into(),
+        ));
+    }
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .map(|m| m.len())
+                .map_err(|e| DataError::io(f, e))
+        })
+        .collect::<Result<_>>()?;
+    let total_bytes: u64 = sizes.iter().sum();
+    let n_docs = count_documents(&files, &config.text_field)?;
+    let by_document = n_docs >= DOC_SPLIT_MIN_DOCS;
+
+    std::fs::create_dir_all(out).map_err(|e| DataError::io(out, e))?;
+    let kind = TokenType::for_vocab(tok.vocab_size());
+    let eot = tok.eot_id();
+    let mut train = SplitWriter {
+        shards: ShardWriter::new(out, "train", kind, config.shard_tokens),
+        eot,
+        tokens: 0,
+    };
+    let mut val = SplitWriter {
+        shards: ShardWriter::new(out, "val", kind, config.shard_tokens),
+        eot,
+        tokens: 0,
+    };
+
+    let mut doc_index = 0;
+    let mut done_bytes = 0u64;
+    let mut batch: Vec<Document> = Vec::new();
+    let mut docs = documents(&files, &config.text_field).peekable();
+    while docs.peek().is_some() {
+        batch.clear();
+        let mut batch_bytes = 0;
+        while batch_bytes < BATCH_BYTES {
+            match docs.next() {
+                Some(doc) => {
+                    let doc = doc?;
+                    batch_bytes += doc.text.len();
+                    batch.push(doc);
+                }
+                None => break,
+            }
+        }
+        for tokens in tokenize(tok, &batch) {
+            if by_document {
+                let split = if doc_hash(doc_index) < config.val_fraction {
+                    &mut val
+                } else {
+                    &mut train
+                };
+                split.push_document(&tokens)?;
+            } else {
+                let cut = ((tokens.len() as f64) * (1.0 - config.val_fraction)).floor() as usize;
+                train.push_document(&tokens[..cut])?;
+                val.push_document(&tokens[cut..])?;
+            }
+            doc_index += 1;
+        }
+        done_bytes = (done_bytes + batch_bytes as u64).min(total_bytes);
+        progress(done_bytes, total_bytes);
+    }
+    progress(total_bytes, total_bytes);
+    if train.tokens + val.tokens == 0 {
+        return Err(DataError::TooSmall("the corpus is empty: no tokens".into()));
+    }
+
+    let entry = |written: Vec<(PathBuf, usize)>, tokens: usize| -> Result<SplitEntry> {
+        let shards = written
+            .into_iter()
+            .map(|(path, n)| {
+                Ok(ShardEntry {
+                    file: path
+                        .file_name()
+                        .expect("a file")
+                        .to_string_lossy()
+                        .into_owned(),
+                    tokens: n,
+                    sha256: sha256_hex(&path)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(SplitEntry { tokens, shards })
+    };
+    let (train_tokens, val_tokens) = (train.tokens, val.tokens);
+    let manifest = Manifest {
+        format: "llm-e2e token shards".into(),
+        version: MANIFEST_VERSION,
+        tokenizer: TokenizerEntry {
+            name: tokenizer_name.to_string(),
+            vocab_size: tok.vocab_size(),
+            eot_id: eot,
+        },
+        token_type: kind,
+        split_method: if by_document {
+            "documents"
+        } else {
+            "within-documents"
+        }
+        .into(),
+        val_fraction: config.val_fraction,
+        documents: n_docs,
+        inputs: files
+            .iter()
+            .zip(&sizes)
+            .map(|(f, s)| {
+                (
+                    f.file_name()
+                        .expect("a file")
+                        .to_string_lossy()
+                        .into_owned(),
+                    *s,
+                )
+            })
+            .collect(),
+        train: entry(train.shards.finish()?, train_tokens)?,
+        val: entry(val.shards.finish()?, val_tokens)?,
+    };
+    let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+    let path = out.join("manifest.json");
+    llm_bpe::fs::atomic_write(&path, json.as_bytes()).map_err(|e| DataError::io(&path, e))?;
+    Ok(PrepareReport {
+        manifest,
+        bytes: total_bytes,
+        tokens: train_tokens + val_tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_hash_is_uniform_enough() {
+        let n = 10_000;
+        let below = (0..n).filter(|&i| doc_hash(i) < 0.1).count();
+        assert!((800..1200).contains(&below), "{below}");
+    }
+}
