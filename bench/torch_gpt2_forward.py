@@ -17,46 +17,8 @@ import statistics
 import time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-
-class Block(nn.Module):
-    def __init__(self, d, n_head):
-        super().__init__()
-        self.n_head = n_head
-        self.ln_1 = nn.LayerNorm(d, eps=1e-5)
-        self.c_attn = nn.Linear(d, 3 * d)
-        self.attn_proj = nn.Linear(d, d)
-        self.ln_2 = nn.LayerNorm(d, eps=1e-5)
-        self.c_fc = nn.Linear(d, 4 * d)
-        self.mlp_proj = nn.Linear(4 * d, d)
-
-    def forward(self, x):
-        b, t, d = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).split(d, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.attn_proj(y.transpose(1, 2).reshape(b, t, d))
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
-
-
-class Gpt2(nn.Module):
-    def __init__(self, vocab=50257, n_positions=1024, d=768, n_layer=12, n_head=12):
-        super().__init__()
-        self.wte = nn.Embedding(vocab, d)
-        self.wpe = nn.Embedding(n_positions, d)
-        self.h = nn.ModuleList(Block(d, n_head) for _ in range(n_layer))
-        self.ln_f = nn.LayerNorm(d, eps=1e-5)
-        for p in self.parameters():
-            nn.init.normal_(p, std=0.02)
-
-    def forward(self, ids):
-        t = ids.shape[1]
-        x = self.wte(ids) + self.wpe(torch.arange(t))
-        for block in self.h:
-            x = block(x)
-        return self.ln_f(x) @ self.wte.weight.T  # tied LM head
+from torch_gpt2_model import Gpt2
 
 
 def main():

@@ -6,6 +6,7 @@
 mod backends;
 mod data_cmd;
 mod model_cmd;
+mod pretrain_cmd;
 mod tokenizer;
 
 use std::process::ExitCode;
@@ -45,8 +46,8 @@ enum Command {
     Export(model_cmd::ExportArgs),
     /// List the compiled backends and check each with a matmul.
     Backends(backends::BackendsArgs),
-    /// Pre-train a GPT on the default CPU backend (not yet implemented).
-    Pretrain,
+    /// Pre-train a GPT (default: a small GPT on Shakespeare, on the CPU), or continue a run.
+    Pretrain(pretrain_cmd::PretrainArgs),
 }
 
 #[global_allocator]
@@ -73,10 +74,11 @@ fn main() -> ExitCode {
         Command::Eval(args) => model_cmd::eval(args),
         Command::Export(args) => model_cmd::export(args),
         Command::Backends(args) => backends::backends(args),
-        Command::Pretrain => Err(anyhow::anyhow!(
-            "`pretrain` is not yet implemented: the model and training crates are still being \
-             built (see the README's roadmap)"
-        )),
+        Command::Pretrain(args) => match pretrain_cmd::pretrain(args) {
+            // Interrupted by Ctrl-C after saving a checkpoint: the shell's SIGINT status.
+            Ok(false) => return ExitCode::from(130),
+            other => other.map(|_| ()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

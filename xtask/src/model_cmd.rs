@@ -30,7 +30,7 @@ pub struct ModelArgs {
     tokenizer: Option<String>,
 }
 
-fn default_backend() -> String {
+pub fn default_backend() -> String {
     BackendKind::default_compiled().map_or("flex".into(), |k| k.name().into())
 }
 

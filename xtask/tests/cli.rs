@@ -157,9 +157,3 @@ fn train_a_tokenizer_and_use_it() {
     ]);
     assert!(err.contains("vocab_size 10"), "{err}");
 }
-
-#[test]
-fn pretrain_says_it_is_not_yet_implemented() {
-    let err = fails(&["pretrain"]);
-    assert!(err.contains("not yet implemented"), "{err}");
-}

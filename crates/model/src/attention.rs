@@ -13,6 +13,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor};
 
 use crate::cache::LayerCache;
+use crate::model::linear;
 
 /// GPT-2's `attn` block: `c_attn` → split heads → causal softmax(q·kᵀ/√d)·v → `c_proj`.
 #[derive(Module, Debug)]
@@ -39,7 +40,7 @@ impl<B: Backend> Attention<B> {
         let (h, d) = (self.n_head, c / self.n_head);
         let device = x.device();
 
-        let qkv = self.c_attn.forward(x); // [b, t, 3c]
+        let qkv = linear(&self.c_attn, x); // [b, t, 3c]
         let split = |i: usize| {
             qkv.clone()
                 .narrow(2, i * c, c) // [b, t, c]
@@ -75,7 +76,7 @@ impl<B: Backend> Attention<B> {
         };
 
         let y = y.swap_dims(1, 2).reshape([b, t, c]); // [b, t, c]
-        let y = self.resid_dropout.forward(self.c_proj.forward(y)); // [b, t, c]
+        let y = self.resid_dropout.forward(linear(&self.c_proj, y)); // [b, t, c]
         (y, probs)
     }
 }

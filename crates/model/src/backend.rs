@@ -15,7 +15,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::backend::Backend;
+use burn::backend::Autodiff;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 
 #[cfg(feature = "cuda")]
 pub use burn::backend::Cuda;
@@ -136,6 +137,33 @@ pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, B
         BackendKind::Wgpu => Ok(task.run::<Wgpu>(Default::default())),
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => Ok(task.run::<Cuda>(Default::default())),
+        #[allow(unreachable_patterns)]
+        kind => Err(BackendError::NotCompiled { kind }),
+    }
+}
+
+/// Work that needs gradients (training), generic over an autodiff backend.
+pub trait AutodiffTask {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs `task` on `Autodiff<kind>`, with that backend's default device.
+pub fn run_autodiff_on<T: AutodiffTask>(
+    kind: BackendKind,
+    task: T,
+) -> Result<T::Output, BackendError> {
+    #[allow(unused_variables)]
+    let task = task;
+    match kind {
+        #[cfg(feature = "flex")]
+        BackendKind::Flex => Ok(task.run::<Autodiff<Flex>>(Default::default())),
+        #[cfg(feature = "ndarray")]
+        BackendKind::NdArray => Ok(task.run::<Autodiff<NdArray>>(Default::default())),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Ok(task.run::<Autodiff<Wgpu>>(Default::default())),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Ok(task.run::<Autodiff<Cuda>>(Default::default())),
         #[allow(unreachable_patterns)]
         kind => Err(BackendError::NotCompiled { kind }),
     }

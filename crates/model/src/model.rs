@@ -9,10 +9,10 @@
 //! mlp:   c_fc ─▶ GELU (tanh) ─▶ c_proj ─▶ dropout
 //! ```
 
-use burn::module::{Initializer, Module, Param};
+use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use crate::attention::Attention;
 use crate::cache::KvCache;
@@ -31,10 +31,21 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.c_fc.forward(x); // [b, t, n_inner]
+        let x = linear(&self.c_fc, x); // [b, t, n_inner]
         let x = gelu_tanh(x);
-        self.dropout.forward(self.c_proj.forward(x)) // [b, t, n_embd]
+        self.dropout.forward(linear(&self.c_proj, x)) // [b, t, n_embd]
     }
+}
+
+/// `x·W + b` over `[batch, seq, d_in]` as one `[batch·seq, d_in]` matmul. Burn's `Linear`
+/// on a 3-D input multiplies each batch row separately, and its weight gradient is then
+/// `batch` small matmuls summed afterwards; flattened, it is one large matmul (GPT-2 124M
+/// trains about 10% faster at batch 4).
+pub fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, t, d_in] = x.dims();
+    let y = layer.forward(x.reshape([b * t, d_in])); // [b·t, d_out]
+    let d_out = y.dims()[1];
+    y.reshape([b, t, d_out])
 }
 
 /// GELU with the tanh approximation (GPT-2's `gelu_new`),
@@ -111,14 +122,21 @@ fn normal<B: Backend, const D: usize>(
     std: f64,
     device: &B::Device,
 ) -> Param<Tensor<B, D>> {
-    Initializer::Normal { mean: 0.0, std }.init(shape, device)
+    // Drawn now, not lazily at first use (Burn's `Initializer` is lazy), so the weights
+    // depend only on the RNG state at `init`: `B::seed(..); config.init(..)` is reproducible
+    // whatever runs in between.
+    Param::from_tensor(Tensor::random(
+        shape,
+        Distribution::Normal(0.0, std),
+        device,
+    ))
 }
 
 fn zeros<B: Backend>(n: usize, device: &B::Device) -> Param<Tensor<B, 1>> {
-    Initializer::Zeros.init([n], device)
+    Param::from_tensor(Tensor::zeros([n], device))
 }
 
-fn linear<B: Backend>(
+fn init_linear<B: Backend>(
     d_in: usize,
     d_out: usize,
     std: f64,
@@ -147,16 +165,16 @@ impl Gpt2Config {
         let block = || Block {
             ln_1: ln(),
             attn: Attention {
-                c_attn: linear(e, 3 * e, std, self.qkv_bias, device),
-                c_proj: linear(e, e, proj_std, true, device),
+                c_attn: init_linear(e, 3 * e, std, self.qkv_bias, device),
+                c_proj: init_linear(e, e, proj_std, true, device),
                 attn_dropout: DropoutConfig::new(self.attn_pdrop).init(),
                 resid_dropout: DropoutConfig::new(self.resid_pdrop).init(),
                 n_head: self.n_head,
             },
             ln_2: ln(),
             mlp: Mlp {
-                c_fc: linear(e, i, std, true, device),
-                c_proj: linear(i, e, proj_std, true, device),
+                c_fc: init_linear(e, i, std, true, device),
+                c_proj: init_linear(i, e, proj_std, true, device),
                 dropout: DropoutConfig::new(self.resid_pdrop).init(),
             },
         };
@@ -171,7 +189,7 @@ impl Gpt2Config {
             h: (0..self.n_layer).map(|_| block()).collect(),
             ln_f: ln(),
             lm_head: (!self.tie_word_embeddings)
-                .then(|| linear(e, self.vocab_size, std, false, device)),
+                .then(|| init_linear(e, self.vocab_size, std, false, device)),
         })
     }
 }
@@ -286,7 +304,7 @@ impl<B: Backend> Gpt<B> {
     /// `[b, t, n_embd]` → `[b, t, vocab_size]`: `x · wteᵀ`, or the untied head.
     fn lm_head(&self, x: Tensor<B, 3>, b: usize) -> Tensor<B, 3> {
         if let Some(head) = &self.lm_head {
-            return head.forward(x);
+            return linear(head, x);
         }
         let [_, t, e] = x.dims();
         let w = self.wte.weight.val(); // [vocab, n_embd]

@@ -1,9 +1,44 @@
-//! # llm-train: pre-training and fine-tuning loops
+//! # llm-train: pre-training
 //!
-//! Will hold (issue 5 and later), generic over `B: AutodiffBackend`: AdamW with GPT-2's
-//! weight-decay groups, warmup + cosine schedule, global-norm clipping, gradient
-//! accumulation, periodic eval and samples, experiment tracking (`metrics.jsonl`,
-//! TensorBoard), and atomic checkpoints with exact resume; then classification and
-//! instruction fine-tuning, LoRA and DPO.
+//! The training loop of llm-e2e, generic over `B: AutodiffBackend`, and what it needs:
 //!
-//! Nothing is implemented yet: `cargo xtask pretrain` says so and exits non-zero.
+//! - [`TrainConfig`]: a run recipe (model, data, optimizer, schedule, run settings) from
+//!   `configs/*.json` with `--set key=value` overrides; unknown keys are errors naming the
+//!   key.
+//! - [`train()`] (and [`train_on`] with explicit devices): the loop. AdamW with betas
+//!   (0.9, 0.95), eps 1e-8 and weight decay on 2-D weights and embeddings only
+//!   ([`GptOptimizer`]); linear warmup then cosine decay
+//!   ([`learning_rate`]); global-norm gradient clipping; gradient accumulation to a token
+//!   budget per step; periodic evaluation (val loss, perplexity) and samples on
+//!   `model.valid()`; NaN detection; a stop flag for Ctrl-C; data-parallel training over
+//!   `run.devices` devices with Burn's collective all-reduce ([`devices`]).
+//! - Experiment tracking in `runs/<name>/` ([`RunDir`]): the resolved config,
+//!   `metrics.jsonl`, TensorBoard event files ([`tensorboard`]), samples, checkpoints.
+//! - Checkpoints: model, optimizer state, step, data-sampler position and RNG, config and
+//!   tokenizer, written atomically; the last K and the best by val loss are kept;
+//!   `resume` continues a run exactly (same per-step losses as an uninterrupted run).
+//!
+//! Why a custom loop and not Burn's `Learner`: step-based checkpoints and exact resume,
+//! global-norm clipping and parameter groups are not available there in 0.21.
+
+mod config;
+mod error;
+mod metrics;
+mod optim;
+mod parallel;
+mod run;
+mod schedule;
+pub mod tensorboard;
+mod trainer;
+
+pub use config::{
+    apply_overrides, DataConfig, ModelConfig, OptimizerConfig, RunConfig, ScheduleConfig,
+    TrainConfig,
+};
+pub use error::{Result, TrainError};
+pub use metrics::{Metrics, MetricsLog};
+pub use optim::GptOptimizer;
+pub use parallel::devices;
+pub use run::RunDir;
+pub use schedule::learning_rate;
+pub use trainer::{train, train_on, Outcome, Summary, TrainOptions};

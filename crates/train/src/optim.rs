@@ -1,0 +1,140 @@
+//! AdamW with GPT-2's parameter groups and global-norm gradient clipping.
+//!
+//! Burn 0.21's optimizers have no parameter groups and clip per tensor, so this wraps two
+//! Burn `AdamW`s: one with weight decay for the 2-D weights and embeddings, one without for
+//! biases and LayerNorm parameters (nanoGPT's rule: decay a parameter iff it has 2 or more
+//! dimensions). Before the update the gradients are scaled so that their global L2 norm is
+//! at most `grad_clip`.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
+use llm_model::Gpt;
+
+use crate::config::OptimizerConfig;
+use crate::error::{Result, TrainError};
+
+type Adam<B> = OptimizerAdaptor<AdamW, Gpt<B>, B>;
+type OptimRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// The optimizer of a GPT: AdamW in two groups, plus clipping.
+pub struct GptOptimizer<B: AutodiffBackend> {
+    decay: Adam<B>,
+    no_decay: Adam<B>,
+    decay_all: bool,
+    grad_clip: f64,
+}
+
+/// Sum of squared gradients over every parameter, in f64.
+struct SquaredNorm<'a> {
+    grads: &'a GradientsParams,
+    sum: f64,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            self.sum += g.square().sum().into_scalar().elem::<f64>();
+        }
+    }
+}
+
+/// Moves every gradient into the decay or no-decay group, scaled.
+struct Split<'a> {
+    all: &'a mut GradientsParams,
+    decay: GradientsParams,
+    no_decay: GradientsParams,
+    scale: Option<f64>,
+    decay_all: bool,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Split<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.all.remove::<B::InnerBackend, D>(param.id) {
+            let g = match self.scale {
+                Some(s) => g.mul_scalar(s),
+                None => g,
+            };
+            if self.decay_all || D >= 2 {
+                self.decay.register(param.id, g);
+            } else {
+                self.no_decay.register(param.id, g);
+            }
+        }
+    }
+}
+
+impl<B: AutodiffBackend> GptOptimizer<B> {
+    pub fn new(c: &OptimizerConfig) -> Self {
+        let adam = |wd: f32| {
+            AdamWConfig::new()
+                .with_beta_1(c.beta1)
+                .with_beta_2(c.beta2)
+                .with_epsilon(c.eps)
+                .with_weight_decay(wd)
+                .init::<B, Gpt<B>>()
+        };
+        GptOptimizer {
+            decay: adam(c.weight_decay),
+            no_decay: adam(0.0),
+            decay_all: c.decay_all,
+            grad_clip: c.grad_clip,
+        }
+    }
+
+    /// The global L2 norm of the gradients.
+    pub fn grad_norm(model: &Gpt<B>, grads: &GradientsParams) -> f64 {
+        let mut n = SquaredNorm { grads, sum: 0.0 };
+        model.visit(&mut n);
+        n.sum.sqrt()
+    }
+
+    /// One update at learning rate `lr`. Returns the model and the gradient norm before
+    /// clipping.
+    pub fn step(&mut self, lr: f64, model: Gpt<B>, mut grads: GradientsParams) -> (Gpt<B>, f64) {
+        let norm = Self::grad_norm(&model, &grads);
+        let scale =
+            (self.grad_clip > 0.0 && norm > self.grad_clip).then(|| self.grad_clip / (norm + 1e-6));
+        let mut split = Split {
+            all: &mut grads,
+            decay: GradientsParams::new(),
+            no_decay: GradientsParams::new(),
+            scale,
+            decay_all: self.decay_all,
+        };
+        model.visit(&mut split);
+        let (decay, no_decay) = (split.decay, split.no_decay);
+        let model = self.decay.step(lr, model, decay);
+        let model = self.no_decay.step(lr, model, no_decay);
+        (model, norm)
+    }
+
+    /// The optimizer state (moments and step counts of both groups), serialised.
+    pub fn to_bytes(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let rec = OptimRecorder::default();
+        let ser = |r| {
+            rec.record(r, ())
+                .map_err(|e| TrainError::Checkpoint(format!("optimizer state: {e}")))
+        };
+        Ok((
+            ser(self.decay.to_record())?,
+            ser(self.no_decay.to_record())?,
+        ))
+    }
+
+    /// Restores the state saved by [`Self::to_bytes`].
+    pub fn load_bytes(mut self, decay: &[u8], no_decay: &[u8], device: &B::Device) -> Result<Self> {
+        let rec = OptimRecorder::default();
+        let err = |e| TrainError::Checkpoint(format!("optimizer state: {e}"));
+        self.decay = self
+            .decay
+            .load_record(rec.load(decay.to_vec(), device).map_err(err)?);
+        self.no_decay = self
+            .no_decay
+            .load_record(rec.load(no_decay.to_vec(), device).map_err(err)?);
+        Ok(self)
+    }
+}

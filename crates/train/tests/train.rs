@@ -1,0 +1,459 @@
+//! The training loop end to end on tiny configs: the optimizer against the fixture's AdamW
+//! step, exact resume, and every fault the loop must survive with a clear message.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use llm_model::{cross_entropy, pretrained, Checkpoint, Gpt};
+use llm_train::{
+    train, GptOptimizer, OptimizerConfig, Outcome, TrainConfig, TrainError, TrainOptions,
+};
+use serde_json::{json, Value};
+
+type B = Autodiff<Flex>;
+
+/// Training tests run one at a time: the CPU backend's RNG (model init, dropout) is
+/// process-wide, so two runs in parallel threads would draw from each other's stream.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture_dir() -> PathBuf {
+    repo().join("crates/model/tests/fixtures/tiny-gpt2")
+}
+
+fn reference() -> Value {
+    let file = std::fs::File::open(fixture_dir().join("reference.json.gz")).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn rel_err(got: f64, want: f64) -> f64 {
+    (got - want).abs() / want.abs().max(1e-30)
+}
+
+fn loss_on<Bk: Backend>(model: &Gpt<Bk>, batch: &[Vec<u32>], device: &Bk::Device) -> Tensor<Bk, 1> {
+    let t = batch[0].len() - 1;
+    let flat = |off: usize| -> Vec<i64> {
+        batch
+            .iter()
+            .flat_map(|s| s[off..off + t].iter().map(|&x| x as i64))
+            .collect()
+    };
+    let inputs =
+        Tensor::<Bk, 2, Int>::from_data(TensorData::new(flat(0), [batch.len(), t]), device);
+    let targets =
+        Tensor::<Bk, 2, Int>::from_data(TensorData::new(flat(1), [batch.len(), t]), device);
+    cross_entropy(model.forward(inputs), targets)
+}
+
+/// The training crate's optimizer, configured as the fixture was made (torch AdamW, lr 1e-3,
+/// betas (0.9, 0.95), eps 1e-8, weight decay 0.1 on every parameter, no clipping), must
+/// reproduce transformers' loss after one step and its gradient norm (1e-4 relative).
+#[test]
+fn optimizer_matches_the_fixture_adamw_step() {
+    let _serial = serial();
+    let device = Default::default();
+    let (model, _) = pretrained::load_hf_dir::<B>(&fixture_dir(), &device).unwrap();
+    let r = &reference()["train_step"];
+    let batch: Vec<Vec<u32>> = r["batch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect();
+    let loss = loss_on(&model, &batch, &device);
+    let before: f64 = loss.clone().into_scalar().elem();
+    assert!(rel_err(before, r["loss_before"].as_f64().unwrap()) < 1e-5);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+
+    let config = OptimizerConfig {
+        lr: 1e-3,
+        weight_decay: 0.1,
+        decay_all: true,
+        grad_clip: 0.0,
+        ..Default::default()
+    };
+    let mut optim = GptOptimizer::<B>::new(&config);
+    let (model, norm) = optim.step(1e-3, model, grads);
+    let e_norm = rel_err(norm, r["global_grad_l2_norm"].as_f64().unwrap());
+    let after: f64 = loss_on(&model.valid(), &batch, &device)
+        .into_scalar()
+        .elem();
+    let e_loss = rel_err(after, r["loss_after"].as_f64().unwrap());
+    eprintln!(
+        "GptOptimizer vs torch AdamW: loss_after rel {e_loss:.2e}, grad norm rel {e_norm:.2e}"
+    );
+    assert!(
+        e_norm < 1e-4,
+        "gradient norm {norm}: relative error {e_norm:e}"
+    );
+    assert!(
+        e_loss < 1e-4,
+        "loss after the step {after}: relative error {e_loss:e}"
+    );
+}
+
+/// Collects every float parameter's values, with its rank.
+struct Values(Vec<(usize, Vec<f32>)>);
+
+impl<Bk: Backend> ModuleVisitor<Bk> for Values {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
+        self.0
+            .push((D, param.val().into_data().iter::<f32>().collect()));
+    }
+}
+
+fn params<Bk: Backend>(model: &Gpt<Bk>) -> Vec<(usize, Vec<f32>)> {
+    let mut v = Values(Vec::new());
+    model.visit(&mut v);
+    v.0
+}
+
+/// With all-zero gradients Adam's update is zero, so what moves is weight decay alone: the
+/// 2-D weights and embeddings shrink by (1 − lr·wd), biases and LayerNorms stay put.
+#[test]
+fn weight_decay_skips_biases_and_layernorms() {
+    let _serial = serial();
+    let device = Default::default();
+    B::seed(&device, 7);
+    let model: Gpt<B> = llm_model::Gpt2Config::tiny()
+        .with_vocab_size(97)
+        .init(&device)
+        .unwrap();
+    let before = params(&model);
+    let batch = vec![(0..9).collect::<Vec<u32>>()];
+    let zero = loss_on(&model, &batch, &device).mul_scalar(0.0);
+    let grads = GradientsParams::from_grads(zero.backward(), &model);
+    let mut optim = GptOptimizer::<B>::new(&OptimizerConfig::default());
+    let (lr, wd) = (0.5, 0.1);
+    let (model, norm) = optim.step(lr, model, grads);
+    assert_eq!(norm, 0.0);
+    let after = params(&model);
+    let (mut decayed, mut kept) = (0, 0);
+    for ((rank, b), (_, a)) in before.iter().zip(&after) {
+        let factor = if *rank >= 2 { 1.0 - lr * wd } else { 1.0 };
+        for (x, y) in b.iter().zip(a) {
+            assert!(
+                (x * factor as f32 - y).abs() <= 1e-6 * x.abs().max(1.0),
+                "rank {rank}: {x} -> {y}"
+            );
+        }
+        if *rank >= 2 {
+            decayed += 1
+        } else {
+            kept += 1
+        }
+    }
+    assert!(decayed >= 6 && kept >= 10, "{decayed} decayed, {kept} kept");
+}
+
+/// A tiny run recipe on the-verdict (5,145 tokens), with dropout on so that resuming must
+/// restore the RNG as well as the data position.
+fn tiny_config(name: &str, max_steps: usize) -> TrainConfig {
+    TrainConfig::from_value(json!({
+        "model": {"preset": "tiny", "n_positions": 32, "dropout": 0.1},
+        "data": {"inputs": [repo().join("assets/data/the-verdict.txt")], "sampling": "random"},
+        "optimizer": {"lr": 3e-3},
+        "schedule": {"max_steps": max_steps, "warmup_steps": 2, "min_lr": 3e-4},
+        "run": {
+            "name": name, "batch_size": 2, "tokens_per_step": 128, "seed": 42,
+            "eval_every": 3, "eval_batches": 2, "sample_every": 0, "sample_tokens": 4,
+            "checkpoint_every": 2, "keep_last": 2, "log_every": 1
+        }
+    }))
+    .unwrap()
+}
+
+fn run(
+    config: TrainConfig,
+    dir: &Path,
+    resume: bool,
+    stop_at: Option<usize>,
+) -> llm_train::Result<llm_train::Summary> {
+    let mut options = TrainOptions::new(dir);
+    options.resume = resume;
+    options.stop_at_step = stop_at;
+    train::<B>(config, options, Default::default())
+}
+
+#[test]
+fn resume_reproduces_the_uninterrupted_run_exactly() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 3;
+    let straight = run(tiny_config("a", 2 * n), &tmp.path().join("a"), false, None).unwrap();
+    assert_eq!(straight.outcome, Outcome::Finished);
+    assert_eq!(straight.losses.len(), 2 * n);
+
+    let dir = tmp.path().join("b");
+    let first = run(tiny_config("b", 2 * n), &dir, false, Some(n)).unwrap();
+    assert_eq!(first.outcome, Outcome::Interrupted);
+    assert_eq!(first.steps, n);
+    let second = run(tiny_config("b", 2 * n), &dir, true, None).unwrap();
+    assert_eq!(second.outcome, Outcome::Finished);
+    let resumed: Vec<f64> = first.losses.iter().chain(&second.losses).copied().collect();
+    assert_eq!(
+        resumed, straight.losses,
+        "per-step losses must be identical"
+    );
+    assert_eq!(second.val_loss, straight.val_loss);
+
+    // The run directory holds what it promises.
+    for f in [
+        "config.json",
+        "metrics.jsonl",
+        "samples.txt",
+        "checkpoints/best.ckpt",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let events = std::fs::read_dir(&dir).unwrap().filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("events.out.tfevents.")
+    });
+    assert!(events.count() >= 1, "no TensorBoard event file");
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=2 * n as u64).collect::<Vec<_>>(),
+        "one metrics line per step, no repeats"
+    );
+    let line: Value = serde_json::from_str(metrics.lines().nth(2).unwrap()).unwrap();
+    for key in [
+        "loss",
+        "val_loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "elapsed",
+    ] {
+        assert!(line[key].is_number(), "metrics line lacks {key}: {line}");
+    }
+    // keep_last 2: the newest two step checkpoints survive.
+    let mut ckpts: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    ckpts.sort();
+    assert_eq!(
+        ckpts,
+        ["best.ckpt", "step_00000004.ckpt", "step_00000006.ckpt"]
+    );
+    // A checkpoint records the run: step, tokenizer, data position, config.
+    let ckpt = Checkpoint::load(&dir.join("checkpoints/step_00000006.ckpt")).unwrap();
+    assert_eq!(ckpt.metadata["step"], 6);
+    assert_eq!(ckpt.metadata["tokenizer"], "gpt2");
+    assert!(ckpt.metadata["sampler"].is_object());
+    assert_eq!(ckpt.metadata["train_config"]["run"]["name"], "b");
+    assert!(ckpt.section("optim.decay").is_some() && ckpt.section("optim.no_decay").is_some());
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny_config("nan", 6);
+    config.optimizer.lr = 1e30;
+    config.schedule.min_lr = 0.0;
+    config.schedule.warmup_steps = 0;
+    config.optimizer.grad_clip = 0.0;
+    config.run.checkpoint_every = 1;
+    let err = run(config, &tmp.path().join("nan"), false, None).unwrap_err();
+    let msg = err.to_string();
+    let TrainError::Diverged {
+        step, checkpoint, ..
+    } = &err
+    else {
+        panic!("expected divergence, got {msg}")
+    };
+    assert!(
+        msg.contains("diverged") && msg.contains("optimizer.lr"),
+        "{msg}"
+    );
+    let checkpoint = checkpoint
+        .as_ref()
+        .expect("a checkpoint before the bad step");
+    assert!(msg.contains(&checkpoint.display().to_string()), "{msg}");
+    let ckpt = Checkpoint::load(checkpoint).unwrap();
+    assert_eq!(ckpt.metadata["step"].as_u64().unwrap() as usize, step - 1);
+}
+
+#[test]
+fn an_unwritable_run_directory_fails_at_start_up() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let err = run(tiny_config("x", 2), &file.join("run"), false, None).unwrap_err();
+    assert!(matches!(err, TrainError::RunDir { .. }), "{err}");
+    assert!(
+        err.to_string().contains("a-file/run") && err.to_string().contains("not writable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn resuming_with_a_different_model_shape_is_an_error() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shape");
+    run(tiny_config("shape", 2), &dir, false, None).unwrap();
+    let mut wider = tiny_config("shape", 4);
+    wider.model.n_layer = Some(3);
+    let err = run(wider, &dir, true, None).unwrap_err().to_string();
+    assert!(
+        err.contains("cannot resume") && err.contains("model.n_layer: checkpoint 2, config 3"),
+        "{err}"
+    );
+    let err = run(
+        tiny_config("shape", 4),
+        &tmp.path().join("empty"),
+        true,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no checkpoint"), "{err}");
+}
+
+#[test]
+fn config_files_name_the_bad_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("bad.json");
+    std::fs::write(
+        &path,
+        r#"{"data": {"inputs": ["x.txt"]}, "run": {"batch_sise": 4}}"#,
+    )
+    .unwrap();
+    let err = TrainConfig::load(&path, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.json") && err.contains("run.batch_sise"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        r#"{"data": {"inputs": ["x.txt"]}, "optimizer": {"lr": "fast"}}"#,
+    )
+    .unwrap();
+    let err = TrainConfig::load(&path, &[]).unwrap_err().to_string();
+    assert!(err.contains("optimizer.lr"), "{err}");
+    let err = TrainConfig::load(
+        &path,
+        &["optimizer.lr=0.1".into(), "schedule.warmup=3".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("schedule.warmup"), "{err}");
+}
+
+/// Every recipe in `configs/` parses and resolves.
+#[test]
+fn shipped_configs_are_valid() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let c = TrainConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            c.model
+                .resolve(50257)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "expected at least 3 run recipes, found {n}");
+}
+
+/// The same loop on wgpu (CI runs it on lavapipe, a software Vulkan driver).
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_trains_a_few_steps() {
+    type W = Autodiff<burn::backend::Wgpu>;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut options = TrainOptions::new(tmp.path().join("wgpu"));
+    options.resume = false;
+    let summary = train::<W>(tiny_config("wgpu", 4), options, Default::default()).unwrap();
+    assert_eq!(summary.losses.len(), 4);
+    assert!(summary.losses.iter().all(|l| l.is_finite()));
+    assert!(
+        summary.losses[3] < summary.losses[0],
+        "{:?}",
+        summary.losses
+    );
+}
+
+/// A few steps on the default CPU backend learn something.
+#[test]
+fn the_loss_goes_down() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = run(
+        tiny_config("down", 6),
+        &tmp.path().join("down"),
+        false,
+        None,
+    )
+    .unwrap();
+    assert!(s.losses[5] < s.losses[0] - 0.3, "{:?}", s.losses);
+}
+
+/// Data parallelism through Burn's collective all-reduce: two peers (both on the CPU here;
+/// on a multi-GPU machine, one per GPU) must make the same updates as one device that
+/// accumulates the same micro-batches.
+#[test]
+fn two_devices_make_the_same_updates_as_one() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny_config("ddp", 4);
+    config.model.dropout = Some(0.0); // masks come from one shared CPU RNG here
+    let one = llm_train::train_on::<B>(
+        config.clone(),
+        TrainOptions::new(tmp.path().join("one")),
+        vec![Default::default()],
+    )
+    .unwrap();
+    let two = llm_train::train_on::<B>(
+        config,
+        TrainOptions::new(tmp.path().join("two")),
+        vec![Default::default(); 2],
+    )
+    .unwrap();
+    assert_eq!(one.losses.len(), two.losses.len());
+    for (a, b) in one.losses.iter().zip(&two.losses) {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+            "one device {a}, two devices {b}"
+        );
+    }
+    assert!(two.losses[3] < two.losses[0]);
+}
