@@ -65,6 +65,22 @@ fn wait_for_step(child: &mut Child, run: &Path, step: usize) {
     }
 }
 
+/// Starts `pretrain --config recipe --out out` in the background, its output to `stdio()`.
+fn spawn_pretrain(recipe: &Path, out: &Path, stdio: fn() -> Stdio) -> Child {
+    xtask()
+        .args([
+            "pretrain",
+            "--config",
+            recipe.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(stdio())
+        .stderr(stdio())
+        .spawn()
+        .unwrap()
+}
+
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -170,18 +186,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = tiny_recipe(tmp.path(), 100_000);
     let out = tmp.path().join("run");
-    let mut child = xtask()
-        .args([
-            "pretrain",
-            "--config",
-            recipe.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_pretrain(&recipe, &out, Stdio::piped);
     wait_for_step(&mut child, &out, 2);
     signal(&child, "-INT");
     let output = child.wait_with_output().unwrap();
@@ -219,18 +224,7 @@ fn kill_9_leaves_the_latest_checkpoint_loadable() {
     // Kill at a few different moments: likely mid-step, mid-save, between saves.
     for (i, delay_ms) in [0u64, 7, 23].into_iter().enumerate() {
         let out = tmp.path().join(format!("run{i}"));
-        let mut child = xtask()
-            .args([
-                "pretrain",
-                "--config",
-                recipe.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_pretrain(&recipe, &out, Stdio::null);
         wait_for_step(&mut child, &out, 3);
         std::thread::sleep(Duration::from_millis(delay_ms));
         signal(&child, "-KILL");

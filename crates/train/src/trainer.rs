@@ -275,6 +275,8 @@ fn sample<B: Backend>(
 }
 
 struct Saver<'a> {
+    run: &'a RunDir,
+    keep_last: usize,
     model_config: &'a Gpt2Config,
     tokenizer_name: &'a str,
     train_config: &'a TrainConfig,
@@ -304,6 +306,21 @@ impl Saver<'_> {
         ckpt.metadata = serde_json::to_value(&state).expect("state serialises");
         ckpt.save(path)?;
         Ok(())
+    }
+
+    /// Saves the step checkpoint, then prunes old ones (only once the new one is in place).
+    fn save_step<B: AutodiffBackend>(
+        &self,
+        model: &Gpt<B>,
+        optim: &GptOptimizer<B>,
+        step: usize,
+        sampler: &SamplerState,
+        best: Option<f64>,
+    ) -> Result<PathBuf> {
+        let path = self.run.checkpoint_path(step);
+        self.save(&path, model, optim, step, sampler, best)?;
+        self.run.prune(self.keep_last)?;
+        Ok(path)
     }
 }
 
@@ -362,6 +379,8 @@ pub fn train_on<B: AutodiffBackend>(
     let step_tokens = accum * micro_tokens;
 
     let saver = Saver {
+        run: &run,
+        keep_last: r.keep_last,
         model_config: &model_config,
         tokenizer_name: &data.tokenizer_name,
         train_config: &config,
@@ -566,16 +585,8 @@ pub fn train_on<B: AutodiffBackend>(
             say(&bar, &format!("--- sample at step {step} ---\n{text}\n---"));
         }
         if every(r.checkpoint_every) || last {
-            let path = run.checkpoint_path(step);
-            saver.save(
-                &path,
-                &lead.model,
-                &lead.optim,
-                step,
-                sampler.state(),
-                best_val,
-            )?;
-            run.prune(r.keep_last)?;
+            let path =
+                saver.save_step(&lead.model, &lead.optim, step, sampler.state(), best_val)?;
             last_checkpoint = Some(path);
         }
         match &bar {
@@ -595,16 +606,8 @@ pub fn train_on<B: AutodiffBackend>(
         && last_checkpoint.as_ref() != Some(&run.checkpoint_path(step))
         && step > 0
     {
-        let path = run.checkpoint_path(step);
-        saver.save(
-            &path,
-            &replicas[0].model,
-            &replicas[0].optim,
-            step,
-            sampler.state(),
-            best_val,
-        )?;
-        run.prune(r.keep_last)?;
+        let lead = &replicas[0];
+        let path = saver.save_step(&lead.model, &lead.optim, step, sampler.state(), best_val)?;
         last_checkpoint = Some(path);
     }
     parallel::leave::<B>(n_dev);
