@@ -41,8 +41,8 @@ pub use batcher::{int_tensor, NextTokenBatch, NextTokenBatcher};
 pub use error::{DataError, Result};
 pub use loader::{DataLoader, LoaderConfig, LoaderState};
 pub use prepare::{
-    prepare, Manifest, PrepareConfig, PrepareReport, ShardEntry, SplitEntry, TokenizerEntry,
-    DOC_SPLIT_MIN_DOCS,
+    input_list, prepare, Manifest, PrepareConfig, PrepareReport, ShardEntry, SplitEntry,
+    TokenizerEntry, DOC_SPLIT_MIN_DOCS,
 };
 pub use reader::{SamplerState, Sampling, ShardSet, TokenBatches, DEFAULT_MAX_MAPPED_BYTES};
 pub use split::{seeded_split, split_tokens};

@@ -203,6 +203,19 @@ fn tokenize(tok: &Gpt2Tokenizer, docs: &[Document]) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Input files as a manifest records them: `(file name, size in bytes)` each, in order.
+/// Comparing this with [`Manifest::inputs`] tells whether a prepared directory is current.
+pub fn input_list(files: &[PathBuf]) -> Result<Vec<(String, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            let size = std::fs::metadata(f).map_err(|e| DataError::io(f, e))?.len();
+            let name = f.file_name().unwrap_or_default().to_string_lossy();
+            Ok((name.into_owned(), size))
+        })
+        .collect()
+}
+
 /// Tokenizes `inputs` (files or directories) into shards and a manifest in `out`, on the
 /// current rayon thread pool. `tokenizer_name` is recorded in the manifest.
 pub fn prepare(
@@ -223,15 +236,8 @@ pub fn prepare(
             "no .txt or .jsonl input files found".into(),
         ));
     }
-    let sizes: Vec<u64> = files
-        .iter()
-        .map(|f| {
-            std::fs::metadata(f)
-                .map(|m| m.len())
-                .map_err(|e| DataError::io(f, e))
-        })
-        .collect::<Result<_>>()?;
-    let total_bytes: u64 = sizes.iter().sum();
+    let inputs = input_list(&files)?;
+    let total_bytes: u64 = inputs.iter().map(|(_, size)| size).sum();
     let n_docs = count_documents(&files, &config.text_field)?;
     let by_document = n_docs >= DOC_SPLIT_MIN_DOCS;
 
@@ -324,19 +330,7 @@ pub fn prepare(
         .into(),
         val_fraction: config.val_fraction,
         documents: n_docs,
-        inputs: files
-            .iter()
-            .zip(&sizes)
-            .map(|(f, s)| {
-                (
-                    f.file_name()
-                        .expect("a file")
-                        .to_string_lossy()
-                        .into_owned(),
-                    *s,
-                )
-            })
-            .collect(),
+        inputs,
         train: entry(train.shards.finish()?, train_tokens)?,
         val: entry(val.shards.finish()?, val_tokens)?,
     };

@@ -161,19 +161,7 @@ fn setup_data(config: &TrainConfig, run: &RunDir, bar: &Option<ProgressBar>) -> 
     }
     let tokenizer = Gpt2Tokenizer::load(&d.tokenizer)?;
     let dir = run.data_dir();
-    let wanted: Vec<(String, u64)> = llm_data::text::collect_inputs(&d.inputs)?
-        .iter()
-        .map(|p| {
-            let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-            (
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-                size,
-            )
-        })
-        .collect();
+    let wanted = llm_data::input_list(&llm_data::text::collect_inputs(&d.inputs)?)?;
     let current = Manifest::load(&dir).ok().filter(|m| {
         m.inputs == wanted && m.tokenizer.name == d.tokenizer && m.val_fraction == d.val_fraction
     });
