@@ -19,12 +19,13 @@ pretrain *ARGS:
     cargo xtask pretrain {{ARGS}}
 
 # Benchmarks: tokenizer vs tiktoken, data pipeline, GPT-2 forward and training vs PyTorch
-# (pip install tiktoken torch), matmul per CPU backend.
+# (pip install tiktoken torch), matmul per CPU backend, checkpoint checksums.
 bench:
     cargo bench -p llm-bpe
     cargo bench -p llm-data
     cargo bench -p llm-model --bench forward
     cargo bench -p llm-model --bench matmul
+    cargo bench -p llm-model --bench checkpoint
     cargo bench -p llm-train --bench train
 
 # Everything CI runs.

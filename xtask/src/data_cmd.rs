@@ -84,6 +84,13 @@ pub fn prepare(args: PrepareArgs) -> Result<()> {
         m.val.shards.len(),
         m.split_method
     );
+    if !report.removed.is_empty() {
+        println!(
+            "removed {} shard(s) of an earlier preparation that the new manifest does not list: {}",
+            report.removed.len(),
+            report.removed.join(", ")
+        );
+    }
     println!(
         "{:.1}s on {} thread(s): {:.1} MB/s, {:.2} M tokens/s; wrote {}",
         secs,

@@ -3,12 +3,14 @@
 //! Every command returns an error instead of panicking; `main` prints it with its causes and
 //! exits non-zero.
 
+mod args;
 mod backends;
 mod data_cmd;
 mod model_cmd;
 mod pretrain_cmd;
 mod tokenizer;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -83,8 +86,40 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, each said once: many errors already end with
+/// their cause's text (`{path}: {source}`), which `{:#}` would print twice.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = llm_data::DataError::Io {
+            path: "x.txt".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(e).context("reading the corpus");
+        assert_eq!(
+            report(&e),
+            "reading the corpus: x.txt: No such file or directory"
+        );
     }
 }

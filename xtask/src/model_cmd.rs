@@ -1,7 +1,7 @@
 //! `download`, `generate`, `eval` and `export`: commands that load a GPT-2.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
@@ -12,13 +12,15 @@ use llm_model::hub::Hub;
 use llm_model::pretrained::{self, ModelSource};
 use llm_model::{Checkpoint, GenerateConfig};
 
-use crate::tokenizer::read_text;
+use crate::args::{positive, temperature};
+use crate::tokenizer::{read_text, SpecialPolicy};
 
 /// Which model, on which backend, with which tokenizer.
 #[derive(Args, Clone)]
 pub struct ModelArgs {
     /// A Hugging Face model directory, a hub id (`gpt2`, `openai-community/gpt2-medium`,
-    /// resolved from the local hub cache first), or an llm-e2e checkpoint file.
+    /// resolved from the local hub cache first), an llm-e2e checkpoint file, or a training
+    /// run's directory (its `checkpoints/best.ckpt`, else its newest checkpoint).
     #[arg(long)]
     model: String,
     /// The Burn backend to run on (see `cargo xtask backends`).
@@ -44,6 +46,9 @@ fn resolve(args: &ModelArgs) -> Result<Resolved> {
     let backend: BackendKind = args.backend.parse()?;
     let hub = Hub::from_env()?;
     let source = pretrained::locate(&args.model, &hub)?;
+    if let (true, ModelSource::Checkpoint(path)) = (Path::new(&args.model).is_dir(), &source) {
+        eprintln!("using {}", describe_checkpoint(path)?);
+    }
     let tokenizer = match (&args.tokenizer, &source) {
         (Some(spec), _) => Gpt2Tokenizer::load(spec)?,
         (None, ModelSource::HfDir(dir))
@@ -64,6 +69,22 @@ fn resolve(args: &ModelArgs) -> Result<Resolved> {
         source,
         tokenizer,
         backend,
+    })
+}
+
+/// `path (step N, validation loss L)`, from the checkpoint's header.
+fn describe_checkpoint(path: &Path) -> Result<String> {
+    let info = Checkpoint::inspect(path)?;
+    let mut facts = Vec::new();
+    if let Some(step) = info.step() {
+        facts.push(format!("step {step}"));
+    }
+    if let Some(v) = info.metadata["best_val_loss"].as_f64() {
+        facts.push(format!("best validation loss {v:.4}"));
+    }
+    Ok(match facts.is_empty() {
+        true => path.display().to_string(),
+        false => format!("{} ({})", path.display(), facts.join(", ")),
     })
 }
 
@@ -116,13 +137,19 @@ pub struct GenerateArgs {
     /// The prompt as token ids: `--prompt-ids 6109,3626`.
     #[arg(long)]
     prompt_ids: Option<String>,
+    /// Special-token text such as `<|endoftext|>` in `--prompt`.
+    #[arg(long, value_enum, default_value = "raise")]
+    special: SpecialPolicy,
+    /// New tokens to generate. The model sees at most its context (n_positions) of
+    /// tokens: a longer prompt is cut to its last n_positions, and once the context is
+    /// full, generation goes on from the last n_positions / 2 tokens.
     #[arg(long, default_value_t = 50)]
     max_new_tokens: usize,
-    /// 0 is greedy (the default).
-    #[arg(long, default_value_t = 0.0)]
+    /// A finite number ≥ 0; 0 is greedy (the default).
+    #[arg(long, default_value_t = 0.0, value_parser = temperature, allow_negative_numbers = true)]
     temperature: f32,
-    /// Sample only from the k most likely tokens.
-    #[arg(long)]
+    /// Sample only from the k most likely tokens (k ≥ 1).
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
     top_k: Option<usize>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -147,6 +174,11 @@ impl BackendTask for GenerateTask<'_> {
         let (model, _) = pretrained::load::<B>(&self.resolved.source, &device)?;
         let tok = &self.resolved.tokenizer;
         check_vocab(tok, model.vocab_size())?;
+        note_context(
+            self.prompt.len(),
+            self.args.max_new_tokens,
+            model.n_positions(),
+        );
         let config = GenerateConfig {
             max_new_tokens: self.args.max_new_tokens,
             temperature: self.args.temperature,
@@ -189,14 +221,28 @@ impl BackendTask for GenerateTask<'_> {
     }
 }
 
+/// Says on stderr when the model will not see the whole text (see `--max-new-tokens`).
+fn note_context(prompt: usize, new: usize, n_positions: usize) {
+    if prompt > n_positions {
+        eprintln!(
+            "note: the prompt has {prompt} tokens and the model's context holds {n_positions}: it sees the last {n_positions}"
+        );
+    } else if prompt + new > n_positions {
+        eprintln!(
+            "note: the prompt ({prompt} tokens) and {new} new tokens exceed the model's context of {n_positions}: once it is full, generation goes on from the last {} tokens",
+            (n_positions / 2).max(1)
+        );
+    }
+}
+
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let resolved = resolve(&args.model)?;
     let prompt = match (&args.prompt, &args.prompt_ids) {
-        (Some(text), _) => resolved
-            .tokenizer
-            .encode(text)
-            .context("encoding the prompt")?,
-        (None, Some(ids)) => crate::tokenizer::parse_ids(ids)?,
+        (Some(text), _) => args
+            .special
+            .encode(&resolved.tokenizer, text)
+            .context("encoding --prompt")?,
+        (None, Some(ids)) => crate::tokenizer::parse_ids("--prompt-ids", ids)?,
         (None, None) => bail!("give --prompt or --prompt-ids"),
     };
     let task = GenerateTask {
@@ -215,13 +261,13 @@ pub struct EvalArgs {
     #[arg(long)]
     file: PathBuf,
     /// Tokens per window (default: the model's n_positions).
-    #[arg(long)]
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
     context: Option<usize>,
     /// Tokens between window starts (default: half the context).
-    #[arg(long)]
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
     stride: Option<usize>,
-    /// Windows per forward pass.
-    #[arg(long, default_value_t = 4)]
+    /// Windows per forward pass (≥ 1).
+    #[arg(long, default_value_t = 4, value_parser = positive, allow_negative_numbers = true)]
     batch_size: usize,
     /// Print `{"loss", "perplexity", "tokens", "windows", …}`.
     #[arg(long)]
@@ -240,8 +286,15 @@ impl BackendTask for EvalTask<'_> {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let (model, _) = pretrained::load::<B>(&self.resolved.source, &device)?;
         check_vocab(&self.resolved.tokenizer, model.vocab_size())?;
-        let context = self.args.context.unwrap_or(model.n_positions());
+        let n_positions = model.n_positions();
+        let context = self.args.context.unwrap_or(n_positions);
+        if !(2..=n_positions).contains(&context) {
+            bail!("--context must be between 2 and the model's n_positions ({n_positions}), got {context}");
+        }
         let stride = self.args.stride.unwrap_or((context / 2).max(1));
+        if stride > context {
+            bail!("--stride must be at most the context ({context}), got {stride}");
+        }
         let start = std::time::Instant::now();
         let p = llm_model::perplexity(
             &model,

@@ -28,8 +28,9 @@ pub struct PretrainArgs {
     /// The run directory (default `runs/<name>`).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run in this directory from its newest checkpoint, with the config it
-    /// saved (plus any --set), or with --config if given.
+    /// Continue the run in this directory from its newest valid checkpoint (step or best;
+    /// damaged ones are moved aside as `*.corrupt`), with the config it saved (plus any
+    /// --set), or with --config if given. With no usable checkpoint it starts from step 0.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     resume: Option<PathBuf>,
     /// Pause after this many steps (saving a checkpoint); `--resume` continues the run.
@@ -87,20 +88,6 @@ pub fn pretrain(args: PretrainArgs) -> Result<bool> {
         (Some(dir), _) | (None, Some(dir)) => dir.clone(),
         (None, None) => PathBuf::from("runs").join(&config.run.name),
     };
-    if args.resume.is_none() && run_dir.join("checkpoints").is_dir() {
-        let has_ckpt = std::fs::read_dir(run_dir.join("checkpoints"))
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
-        if has_ckpt {
-            bail!(
-                "{} already holds a run: continue it with `--resume {}`, or choose another \
-                 --name (or delete the directory)",
-                run_dir.display(),
-                run_dir.display()
-            );
-        }
-    }
-
     // Ctrl-C: the first asks the loop to save a checkpoint and stop after the current step;
     // a second one exits at once (the last complete checkpoint stays loadable).
     let stop = Arc::new(AtomicBool::new(false));
@@ -142,6 +129,12 @@ pub fn pretrain(args: PretrainArgs) -> Result<bool> {
         val(s.val_loss),
         val(s.best_val_loss),
     );
+    if s.skipped_steps > 0 {
+        println!(
+            "spike guard: skipped the update of {} step(s) (see \"skipped\" in metrics.jsonl)",
+            s.skipped_steps
+        );
+    }
     if let Some(ckpt) = &s.last_checkpoint {
         println!("checkpoint: {}", ckpt.display());
         println!(

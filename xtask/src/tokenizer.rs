@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::{ArgGroup, Args, ValueEnum};
 use llm_bpe::{Allowed, Gpt2Tokenizer, TrainerConfig};
 
 /// What to do with special-token text such as `<|endoftext|>` in the input.
@@ -18,14 +18,32 @@ pub enum SpecialPolicy {
     Text,
 }
 
+impl SpecialPolicy {
+    /// Encodes `text` under this policy; refused special-token text names the flag.
+    pub fn encode(self, tok: &Gpt2Tokenizer, text: &str) -> Result<Vec<u32>> {
+        let allowed = match self {
+            SpecialPolicy::Raise => Allowed::None,
+            SpecialPolicy::Allow => Allowed::All,
+            SpecialPolicy::Text => Allowed::AsText,
+        };
+        tok.encode_parallel(text, allowed).map_err(|e| match e {
+            llm_bpe::BpeError::DisallowedSpecial { .. } => anyhow::anyhow!(
+                "{e}; pass `--special allow` to encode it as the special token, or `--special text` to encode it as ordinary text"
+            ),
+            other => other.into(),
+        })
+    }
+}
+
 #[derive(Args)]
+#[command(group(ArgGroup::new("input").required(true).args(["text", "file"])))]
 pub struct TokenizeArgs {
     /// `gpt2` (built in), a directory with vocab.json + merges.txt or tokenizer.json, or a
     /// tokenizer.json file.
     #[arg(long, default_value = "gpt2")]
     tokenizer: String,
     /// The text to encode.
-    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    #[arg(long)]
     text: Option<String>,
     /// A UTF-8 file to encode.
     #[arg(long)]
@@ -88,14 +106,7 @@ pub fn tokenize(args: TokenizeArgs) -> Result<()> {
         (None, Some(f)) => read_text(f)?,
         (None, None) => bail!("give --text or --file"),
     };
-    let allowed = match args.special {
-        SpecialPolicy::Raise => Allowed::None,
-        SpecialPolicy::Allow => Allowed::All,
-        SpecialPolicy::Text => Allowed::AsText,
-    };
-    let ids = tok
-        .encode_parallel(&text, allowed)
-        .context("use `--special allow` or `--special text` to accept special-token text")?;
+    let ids = args.special.encode(&tok, &text)?;
     if args.json {
         println!("{}", serde_json::json!({ "ids": ids, "count": ids.len() }));
     } else {
@@ -105,20 +116,35 @@ pub fn tokenize(args: TokenizeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Parses `1,2,3` or `1 2 3`, naming the item that is not an id.
-pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
-    s.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.parse::<u32>()
-                .with_context(|| format!("{p:?} is not a token id (expected a number ≥ 0)"))
-        })
-        .collect()
+/// Parses the token ids given to `flag`: separated by commas and/or spaces
+/// (`15496,11,995` or `15496 11 995`). No ids at all, an empty entry (`1,,2`) and anything
+/// that is not an id are errors that name the flag and the entry.
+pub fn parse_ids(flag: &str, s: &str) -> Result<Vec<u32>> {
+    if s.trim().is_empty() {
+        bail!("{flag}: no token ids given (expected e.g. `{flag} 15496,11,995`)");
+    }
+    let mut ids = Vec::new();
+    for (i, entry) in s.split(',').enumerate() {
+        let words: Vec<&str> = entry.split_whitespace().collect();
+        if words.is_empty() {
+            bail!(
+                "{flag}: entry {} of {s:?} is empty (two commas in a row, or a comma at an end)",
+                i + 1
+            );
+        }
+        for w in words {
+            let id = w.parse::<u32>().with_context(|| {
+                format!("{flag}: {w:?} is not a token id (expected a number ≥ 0)")
+            })?;
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 pub fn detokenize(args: DetokenizeArgs) -> Result<()> {
     let tok = load_tokenizer(&args.tokenizer)?;
-    let ids = parse_ids(&args.ids)?;
+    let ids = parse_ids("--ids", &args.ids)?;
     let text = tok.decode(&ids)?;
     println!("{text}");
     Ok(())
@@ -169,9 +195,13 @@ mod tests {
 
     #[test]
     fn ids_parse_with_commas_or_spaces() {
-        assert_eq!(parse_ids("1,2, 3 4").unwrap(), [1, 2, 3, 4]);
-        let err = parse_ids("1,x,3").unwrap_err();
+        assert_eq!(parse_ids("--ids", "1,2, 3 4").unwrap(), [1, 2, 3, 4]);
+        let err = parse_ids("--ids", "1,x,3").unwrap_err();
         assert!(err.to_string().contains("\"x\""));
-        assert!(parse_ids("-1").is_err());
+        assert!(parse_ids("--ids", "-1").is_err());
+        for bad in ["", "  ", "1,,2", "1,2,", ",1"] {
+            let err = format!("{:#}", parse_ids("--ids", bad).unwrap_err());
+            assert!(err.starts_with("--ids:"), "{bad:?}: {err}");
+        }
     }
 }

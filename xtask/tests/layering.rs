@@ -1,11 +1,12 @@
-//! The crate layering is law: bpe → data → model → train → infer → viz, each depending only
+//! The crate layering is law: common → bpe → data → model → train → infer → viz, each depending only
 //! on crates before it (normal, dev and build dependencies alike); xtask may use them all.
 //! Checked from `cargo metadata`, so a stray dependency fails CI.
 
 use std::collections::HashMap;
 use std::process::Command;
 
-const LAYERS: [&str; 6] = [
+const LAYERS: [&str; 7] = [
+    "llm-common",
     "llm-bpe",
     "llm-data",
     "llm-model",

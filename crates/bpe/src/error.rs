@@ -21,10 +21,11 @@ pub enum BpeError {
     /// `decode` was given an id outside the vocabulary.
     #[error("token id {id} is out of range (vocabulary size {vocab_size})")]
     IdOutOfRange { id: u32, vocab_size: usize },
-    /// The text holds a special token that the chosen policy does not allow.
+    /// The text holds a special token that the chosen policy does not allow (the API's
+    /// [`crate::Allowed::All`] accepts it; [`crate::Allowed::AsText`] encodes it as text).
     #[error(
-        "the text contains the special token {token:?} at byte {offset}; \
-         allow it (e.g. `Allowed::All`) or encode it as ordinary text (`Allowed::AsText`)"
+        "the text contains the special token {token:?} at byte {offset}, and special-token \
+         text is not allowed here"
     )]
     DisallowedSpecial { token: String, offset: usize },
     /// A special token name passed by the caller is not in the vocabulary.

@@ -1,7 +1,7 @@
 //! # llm-bpe: tokenizers for llm-e2e
 //!
-//! Text in, token ids out, and back. The first layer of the stack; it depends on no other
-//! llm-e2e crate.
+//! Text in, token ids out, and back. The first layer of the stack above `llm-common` (file
+//! helpers); it depends on no other llm-e2e crate.
 //!
 //! - [`Gpt2Tokenizer`]: OpenAI's GPT-2 byte-level BPE, id for id what `tiktoken`'s `gpt2`
 //!   encoding gives. Built in ([`Gpt2Tokenizer::gpt2`]) or loaded from `vocab.json` +
@@ -34,7 +34,6 @@
 
 mod bytes;
 mod error;
-pub mod fs;
 mod model;
 mod pretokenize;
 mod simple;

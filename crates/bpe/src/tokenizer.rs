@@ -474,7 +474,7 @@ impl Gpt2Tokenizer {
             },
         });
         let text = serde_json::to_string(&root).expect("JSON values serialise");
-        crate::fs::atomic_write(path, text.as_bytes()).map_err(|e| BpeError::io(path, e))
+        llm_common::fs::atomic_write(path, text.as_bytes()).map_err(|e| BpeError::io(path, e))
     }
 
     /// How many tokens the merge rules cannot rebuild from their own bytes (0 for GPT-2).

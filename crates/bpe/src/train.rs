@@ -208,7 +208,7 @@ pub fn train(texts: &[&str], config: &TrainerConfig) -> Result<Gpt2Tokenizer> {
                 }
             }
         }
-        if merges.len() % 1000 == 0 {
+        if merges.len().is_multiple_of(1000) {
             tracing::debug!(merges = merges.len(), vocab = decoder.len(), "training BPE");
         }
     }

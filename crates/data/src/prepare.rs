@@ -131,6 +131,9 @@ pub struct PrepareReport {
     pub manifest: Manifest,
     pub bytes: u64,
     pub tokens: usize,
+    /// Shards of an earlier preparation into the same directory that the new manifest does
+    /// not list, now deleted.
+    pub removed: Vec<String>,
 }
 
 /// Progress of [`prepare`], in input bytes: `(done, total)`.
@@ -230,11 +233,19 @@ pub fn prepare(
     if config.shard_tokens == 0 {
         return Err(DataError::Invalid("shard_tokens must be positive".into()));
     }
+    if out.exists() && !out.is_dir() {
+        return Err(DataError::file(
+            out,
+            "is a file: the output of prepare is a directory (it is created if missing)",
+        ));
+    }
     let files = collect_inputs(inputs)?;
     if files.is_empty() {
-        return Err(DataError::TooSmall(
-            "no .txt or .jsonl input files found".into(),
-        ));
+        let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+        return Err(DataError::TooSmall(format!(
+            "no .txt or .jsonl (optionally .gz) files in {}",
+            names.join(", ")
+        )));
     }
     let inputs = input_list(&files)?;
     let total_bytes: u64 = inputs.iter().map(|(_, size)| size).sum();
@@ -336,17 +347,68 @@ pub fn prepare(
     };
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     let path = out.join("manifest.json");
-    llm_bpe::fs::atomic_write(&path, json.as_bytes()).map_err(|e| DataError::io(&path, e))?;
+    llm_common::fs::atomic_write(&path, json.as_bytes()).map_err(|e| DataError::io(&path, e))?;
+    let removed = remove_unlisted_shards(out, &manifest)?;
     Ok(PrepareReport {
         manifest,
         bytes: total_bytes,
         tokens: train_tokens + val_tokens,
+        removed,
     })
+}
+
+/// Whether a file name is one of prepare's shards: `train_000000.bin`, `val_000012.bin`.
+fn is_shard_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".bin") else {
+        return false;
+    };
+    let Some((split, index)) = stem.split_once('_') else {
+        return false;
+    };
+    matches!(split, "train" | "val")
+        && index.len() == 6
+        && index.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Deletes the shards in `out` that `manifest` does not list: left by an earlier, larger
+/// preparation into the same directory. Returns their names.
+fn remove_unlisted_shards(out: &Path, manifest: &Manifest) -> Result<Vec<String>> {
+    let listed: Vec<&str> = manifest
+        .train
+        .shards
+        .iter()
+        .chain(&manifest.val.shards)
+        .map(|s| s.file.as_str())
+        .collect();
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(out).map_err(|e| DataError::io(out, e))? {
+        let entry = entry.map_err(|e| DataError::io(out, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_shard_name(&name) && !listed.contains(&name.as_str()) {
+            std::fs::remove_file(entry.path()).map_err(|e| DataError::io(entry.path(), e))?;
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_names() {
+        assert!(is_shard_name("train_000000.bin") && is_shard_name("val_000123.bin"));
+        for other in [
+            "train_0.bin",
+            "test_000000.bin",
+            "train_000000.bin.tmp",
+            "manifest.json",
+        ] {
+            assert!(!is_shard_name(other), "{other}");
+        }
+    }
 
     #[test]
     fn doc_hash_is_uniform_enough() {

@@ -83,7 +83,8 @@ pub fn encode_shard(tokens: &[u32], kind: TokenType) -> Vec<u8> {
 
 /// Writes a shard atomically (temporary file, then rename).
 pub fn write_shard(path: &Path, tokens: &[u32], kind: TokenType) -> Result<()> {
-    llm_bpe::fs::atomic_write(path, &encode_shard(tokens, kind)).map_err(|e| DataError::io(path, e))
+    llm_common::fs::atomic_write(path, &encode_shard(tokens, kind))
+        .map_err(|e| DataError::io(path, e))
 }
 
 /// An open, memory-mapped shard whose header and size have been checked.

@@ -18,6 +18,19 @@ pub enum ModelError {
     /// A file is malformed (truncated, corrupt, wrong format).
     #[error("{}: {message}", path.display())]
     File { path: PathBuf, message: String },
+    /// A checkpoint whose bytes are damaged: truncated, or a section (or the header) whose
+    /// SHA-256 does not match the one recorded when it was written.
+    #[error("{}: corrupt checkpoint: {what}", path.display())]
+    Corrupt { path: PathBuf, what: String },
+    /// Weights holding NaN or infinity: a model that diverged cannot be saved or used.
+    #[error(
+        "{}the weights are not finite: tensor {tensor} holds NaN or infinity (the model diverged; use an earlier checkpoint)",
+        path.as_ref().map_or(String::new(), |p| format!("{}: ", p.display()))
+    )]
+    NonFinite {
+        path: Option<PathBuf>,
+        tensor: String,
+    },
     /// A tensor the model needs is not in the weights.
     #[error("{}: missing tensor {name:?}", path.display())]
     MissingTensor { path: PathBuf, name: String },

@@ -78,6 +78,11 @@ pub fn perplexity<B: Backend>(
             "stride must be between 1 and the context ({context}), got {stride}"
         )));
     }
+    if batch_size == 0 {
+        return Err(ModelError::Input(
+            "batch_size must be at least 1 window".into(),
+        ));
+    }
     let all = windows(ids.len(), context, stride);
     let (mut nll, mut tokens) = (0f64, 0usize);
     let mut i = 0;
@@ -85,7 +90,7 @@ pub fn perplexity<B: Backend>(
         // A batch of windows of the same length.
         let len = all[i].end - all[i].begin;
         let mut j = i;
-        while j < all.len() && j - i < batch_size.max(1) && all[j].end - all[j].begin == len {
+        while j < all.len() && j - i < batch_size && all[j].end - all[j].begin == len {
             j += 1;
         }
         let batch = &all[i..j];
@@ -116,6 +121,11 @@ pub fn perplexity<B: Backend>(
         i = j;
     }
     let loss = nll / tokens as f64;
+    if !loss.is_finite() {
+        return Err(ModelError::Input(format!(
+            "the loss is not finite ({loss}): the model's outputs overflow"
+        )));
+    }
     Ok(Perplexity {
         loss,
         perplexity: loss.exp(),

@@ -32,14 +32,35 @@ impl Default for GenerateConfig {
     }
 }
 
+impl GenerateConfig {
+    /// Checks the settings: a finite temperature ≥ 0, and a top-k of at least 1.
+    pub fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(ModelError::Input(format!(
+                "temperature must be a finite number ≥ 0 (0 is greedy), got {}",
+                self.temperature
+            )));
+        }
+        if self.top_k == Some(0) {
+            return Err(ModelError::Input(
+                "top_k must be at least 1 (leave it unset to sample from every token)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Generates up to `max_new_tokens` after `prompt` and returns the new tokens; `on_token`
 /// sees each one as it is made.
 ///
 /// The prompt runs once through the model to fill the KV cache; then each step runs only the
-/// newest token. A prompt longer than `n_positions` is an error. When the cache is full
-/// (prompt + new tokens reach `n_positions`), generation goes on with a **sliding crop**: the
-/// cache is rebuilt from the last `n_positions / 2` tokens, so later tokens see at most that
-/// much context (the same trade-off as nanoGPT's `idx[:, -block_size:]`, amortised).
+/// newest token. The model never sees more than `n_positions` tokens, one rule for prompts
+/// and generated text alike (nanoGPT's `idx[:, -block_size:]`, amortised):
+/// - a prompt longer than `n_positions` is cut to its last `n_positions` tokens;
+/// - when the cache is full, it is rebuilt from the last `n_positions / 2` tokens, and
+///   generation goes on from there.
+///
+/// Every new token is a token of the model; non-finite logits are an error.
 pub fn generate<B: Backend>(
     model: &Gpt<B>,
     prompt: &[u32],
@@ -52,13 +73,8 @@ pub fn generate<B: Backend>(
             "the prompt is empty: give at least one token".into(),
         ));
     }
+    config.validate()?;
     let n_positions = model.n_positions();
-    if prompt.len() > n_positions {
-        return Err(ModelError::ContextOverflow {
-            len: prompt.len(),
-            n_positions,
-        });
-    }
     let mut sampler = Sampler::new(config.temperature, config.top_k, config.seed);
     let mut cache = model.new_cache();
     let mut sequence = prompt.to_vec();
@@ -68,8 +84,9 @@ pub fn generate<B: Backend>(
         last_only: true,
     };
 
-    // The tokens the next forward must feed: the whole prompt first, then one at a time.
-    let mut pending: Vec<u32> = prompt.to_vec();
+    // The tokens the next forward must feed: the prompt (its last n_positions tokens)
+    // first, then one at a time.
+    let mut pending: Vec<u32> = prompt[prompt.len().saturating_sub(n_positions)..].to_vec();
     while new_tokens.len() < config.max_new_tokens {
         if cache.len() + pending.len() > n_positions {
             let keep = (n_positions / 2).max(1);
@@ -79,6 +96,12 @@ pub fn generate<B: Backend>(
         let ids = model.tokens(&[&pending], device)?;
         let logits = model.forward_with(ids, Some(&mut cache), last_only)?.logits; // [1, 1, vocab]
         let row: Vec<f32> = logits.into_data().iter::<f32>().collect();
+        if row.iter().any(|l| l.is_nan() || *l == f32::INFINITY) {
+            return Err(ModelError::Input(format!(
+                "the model's logits are not finite at new token {}: its weights or activations overflow",
+                new_tokens.len() + 1
+            )));
+        }
         let next = sampler.sample(&row);
         sequence.push(next);
         new_tokens.push(next);

@@ -14,8 +14,12 @@
 //! - [`perplexity`]: sliding-window loss and perplexity over a long text.
 //! - [`generate()`]: greedy / temperature / top-k sampling with the KV cache ([`Sampler`]).
 //! - Weights: [`weights::load_weights`] (strict, both HF key layouts, safetensors and
-//!   `pytorch_model.bin`), [`weights::save_hf_dir`] (export), [`Checkpoint`] (our format),
-//!   [`hub::Hub`] (the Hugging Face cache and downloads), [`pretrained`] (`--model` values).
+//!   `pytorch_model.bin`), [`weights::save_hf_dir`] (export), [`Checkpoint`] (our format,
+//!   SHA-256 per section, verified on load), [`CheckpointDir`] (a run's checkpoints: the
+//!   newest valid one, damaged ones set aside), [`hub::Hub`] (the Hugging Face cache and
+//!   downloads), [`pretrained`] (`--model` values: directories, hub ids, checkpoints, runs).
+//!   Weights holding NaN or infinity are never saved and never loaded
+//!   ([`Gpt::check_finite`]).
 //! - [`backend`]: the one place where Cargo features become Burn backend types.
 //!
 //! ```
@@ -37,6 +41,7 @@ mod attention;
 pub mod backend;
 mod cache;
 mod checkpoint;
+mod checkpoint_dir;
 mod config;
 mod error;
 mod eval;
@@ -50,7 +55,8 @@ pub mod weights;
 
 pub use attention::Attention;
 pub use cache::{KvCache, LayerCache};
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, CheckpointInfo};
+pub use checkpoint_dir::{CheckpointDir, SetAside};
 pub use config::{Gpt2Config, PRESETS};
 pub use error::{ModelError, Result};
 pub use eval::{perplexity, Perplexity};
@@ -61,5 +67,5 @@ pub use sampler::{argmax, Sampler};
 
 /// Writes a file atomically (temporary file + rename), with the error naming the file.
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    llm_bpe::fs::atomic_write(path, bytes).map_err(|e| ModelError::io(path, e))
+    llm_common::fs::atomic_write(path, bytes).map_err(|e| ModelError::io(path, e))
 }

@@ -9,10 +9,10 @@
 //! mlp:   c_fc ─▶ GELU (tanh) ─▶ c_proj ─▶ dropout
 //! ```
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
 
 use crate::attention::Attention;
 use crate::cache::KvCache;
@@ -210,6 +210,24 @@ impl<B: Backend> Gpt<B> {
         self.h.len()
     }
 
+    /// The first parameter holding NaN or infinity, by its path (`h.0.attn.c_attn.weight`).
+    pub fn first_non_finite(&self) -> Option<String> {
+        let mut finder = NonFiniteFinder {
+            path: Vec::new(),
+            found: None,
+        };
+        self.visit(&mut finder);
+        finder.found
+    }
+
+    /// An error naming the first parameter that holds NaN or infinity, if one does.
+    pub fn check_finite(&self) -> Result<()> {
+        match self.first_non_finite() {
+            None => Ok(()),
+            Some(tensor) => Err(ModelError::NonFinite { path: None, tensor }),
+        }
+    }
+
     /// An empty KV cache sized for this model.
     pub fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.n_layer(), self.n_positions())
@@ -348,5 +366,33 @@ impl<B: Backend> Gpt<B> {
             TensorData::new(flat, [rows.len(), t]),
             device,
         ))
+    }
+}
+
+/// Walks the parameters, remembering the path of the first one that is not finite.
+struct NonFiniteFinder {
+    path: Vec<String>,
+    found: Option<String>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for NonFiniteFinder {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.found.is_some() {
+            return;
+        }
+        let t = param.val();
+        // x − x is 0 for every finite x and NaN for NaN and ±∞: one pass, and no overflow.
+        let probe: f64 = (t.clone() - t).sum().into_scalar().elem();
+        if probe != 0.0 {
+            self.found = Some(self.path.join("."));
+        }
     }
 }

@@ -1,11 +1,12 @@
-//! Loading a model named on the command line: a Hugging Face directory, a hub id, or an
-//! llm-e2e checkpoint.
+//! Loading a model named on the command line: a Hugging Face directory, a hub id, an
+//! llm-e2e checkpoint, or a training run's directory.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 
 use crate::checkpoint::Checkpoint;
+use crate::checkpoint_dir::CheckpointDir;
 use crate::config::Gpt2Config;
 use crate::error::{ModelError, Result};
 use crate::hub::{self, Hub, CONFIG_FILE, WEIGHT_FILES};
@@ -32,15 +33,26 @@ impl ModelSource {
     }
 }
 
-/// Resolves `--model`: an existing path (directory or checkpoint file) first, else a hub id
-/// looked up in the cache (and downloaded unless offline).
+/// Resolves `--model`: an existing path first (a training run's directory, a Hugging Face
+/// directory or a checkpoint file), else a hub id looked up in the cache (and downloaded
+/// unless offline). A run directory gives its best checkpoint ([`CheckpointDir::preferred`]).
 pub fn locate(spec: &str, hub: &Hub) -> Result<ModelSource> {
     let path = Path::new(spec);
     if path.is_dir() {
+        let run = CheckpointDir::of_run(path);
+        if run.path().is_dir() {
+            return match run.preferred()? {
+                Some((ckpt, _)) => Ok(ModelSource::Checkpoint(ckpt)),
+                None => Err(ModelError::file(
+                    path,
+                    "a training run without a complete checkpoint in checkpoints/ (give a checkpoint file with --model)",
+                )),
+            };
+        }
         if !path.join(CONFIG_FILE).is_file() {
             return Err(ModelError::file(
                 path,
-                "not a model directory: it has no config.json",
+                "not a model directory: expected config.json (a Hugging Face model) or checkpoints/ (a training run)",
             ));
         }
         return Ok(ModelSource::HfDir(path.into()));
@@ -87,13 +99,24 @@ pub fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Gpt<B>
     Ok((load_weights(&config, &weights, device)?, config))
 }
 
-/// Loads whatever `source` names.
+/// Loads whatever `source` names. Weights holding NaN or infinity are an error
+/// ([`ModelError::NonFinite`]) naming the file and the tensor.
 pub fn load<B: Backend>(source: &ModelSource, device: &B::Device) -> Result<(Gpt<B>, Gpt2Config)> {
-    match source {
-        ModelSource::HfDir(dir) => load_hf_dir(dir, device),
+    let (model, config, path) = match source {
+        ModelSource::HfDir(dir) => {
+            let (model, config) = load_hf_dir(dir, device)?;
+            (model, config, weights_in(dir)?)
+        }
         ModelSource::Checkpoint(path) => {
             let ckpt = Checkpoint::load(path)?;
-            Ok((ckpt.model(device)?, ckpt.config))
+            (ckpt.model(device)?, ckpt.config, path.clone())
         }
+    };
+    if let Some(tensor) = model.first_non_finite() {
+        return Err(ModelError::NonFinite {
+            path: Some(path),
+            tensor,
+        });
     }
+    Ok((model, config))
 }

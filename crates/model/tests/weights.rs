@@ -181,18 +181,32 @@ fn token_ids_and_lengths_are_checked() {
     let long = vec![1u32; 129];
     let err = model.tokens(&[&long], &dev).unwrap_err();
     assert!(err.to_string().contains("n_positions = 128"), "{err}");
-    let err = generate(&model, &long, &GenerateConfig::default(), &dev, |_| {}).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ModelError::ContextOverflow {
-                len: 129,
-                n_positions: 128
-            }
-        ),
-        "{err}"
+    // generate() keeps the last n_positions tokens of a long prompt, as it does for text it
+    // generates: the same continuation as from those 128 tokens alone.
+    let long: Vec<u32> = (0..129).map(|i| (i * 7919) % 50257).collect();
+    let config = GenerateConfig {
+        max_new_tokens: 3,
+        ..Default::default()
+    };
+    assert_eq!(
+        generate(&model, &long, &config, &dev, |_| {}).unwrap(),
+        generate(&model, &long[1..], &config, &dev, |_| {}).unwrap()
     );
     assert!(generate(&model, &[], &GenerateConfig::default(), &dev, |_| {}).is_err());
+    for (temperature, top_k, words) in [
+        (-1.0, None, "temperature"),
+        (f32::NAN, None, "temperature"),
+        (f32::INFINITY, None, "temperature"),
+        (1.0, Some(0), "top_k"),
+    ] {
+        let bad = GenerateConfig {
+            temperature,
+            top_k,
+            ..Default::default()
+        };
+        let err = generate(&model, &[1, 2], &bad, &dev, |_| {}).unwrap_err();
+        assert!(err.to_string().contains(words), "{err}");
+    }
     assert!(model.tokens(&[&[1, 2], &[3]], &dev).is_err());
 }
 

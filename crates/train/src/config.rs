@@ -35,7 +35,13 @@ impl ModelConfig {
     /// The full model config, for a tokenizer of `vocab_size` tokens.
     pub fn resolve(&self, vocab_size: usize) -> Result<Gpt2Config> {
         let mut c = Gpt2Config::preset(self.preset.as_deref().unwrap_or("small"))
-            .map_err(|e| TrainError::Config(format!("model.preset: {e}")))?;
+            .map_err(|e| TrainError::key("model.preset", e.to_string()))?;
+        if let Some(p) = self.dropout.filter(|p| !(0.0..1.0).contains(p)) {
+            return Err(TrainError::key(
+                "model.dropout",
+                format!("must be in [0, 1), got {p}"),
+            ));
+        }
         c.vocab_size = self.vocab_size.unwrap_or(vocab_size);
         let set = |dst: &mut usize, v: Option<usize>| {
             if let Some(v) = v {
@@ -58,13 +64,18 @@ impl ModelConfig {
         if let Some(b) = self.qkv_bias {
             c.qkv_bias = b;
         }
-        c.validate()
-            .map_err(|e| TrainError::Config(format!("model: {e}")))?;
+        c.validate().map_err(|e| match e {
+            llm_model::ModelError::Config(m) => TrainError::key("model", m),
+            other => TrainError::key("model", other.to_string()),
+        })?;
         if c.vocab_size < vocab_size {
-            return Err(TrainError::Config(format!(
-                "model.vocab_size {} is smaller than the tokenizer's {vocab_size}",
-                c.vocab_size
-            )));
+            return Err(TrainError::key(
+                "model.vocab_size",
+                format!(
+                    "{} is smaller than the tokenizer's {vocab_size}",
+                    c.vocab_size
+                ),
+            ));
         }
         Ok(c)
     }
@@ -210,6 +221,45 @@ impl Default for RunConfig {
     }
 }
 
+/// What the spike guard does with an outlier step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardAction {
+    /// No guard (the default).
+    #[default]
+    Off,
+    /// Drop the step's update (the data is still consumed) and go on.
+    Skip,
+    /// End the run with an error naming the last good checkpoint.
+    Stop,
+}
+
+/// A guard against loss and gradient-norm spikes, after llm.c's outlier detector: a step
+/// whose loss or gradient norm lies more than `loss_z` / `grad_z` standard deviations
+/// above the mean of the last `window` (unskipped) steps is skipped or stops the run. It
+/// acts once the window is full.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    pub action: GuardAction,
+    pub window: usize,
+    /// z-score above which a loss is a spike; 0 turns the loss check off.
+    pub loss_z: f64,
+    /// z-score above which a gradient norm is a spike; 0 turns that check off.
+    pub grad_z: f64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            action: GuardAction::Off,
+            window: 128,
+            loss_z: 5.0,
+            grad_z: 5.0,
+        }
+    }
+}
+
 /// A whole run recipe.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -221,6 +271,7 @@ pub struct TrainConfig {
     pub optimizer: OptimizerConfig,
     pub schedule: ScheduleConfig,
     pub run: RunConfig,
+    pub guard: GuardConfig,
 }
 
 /// Every key path of a JSON object, for checking user keys against the known ones.
@@ -237,10 +288,10 @@ fn known(defaults: &Value, user: &Value, prefix: &str) -> Result<()> {
         match d.get(k) {
             None => {
                 let choices: Vec<&str> = d.keys().map(String::as_str).collect();
-                return Err(TrainError::Config(format!(
-                    "unknown key `{path}` (known here: {})",
-                    choices.join(", ")
-                )));
+                return Err(TrainError::key(
+                    path,
+                    format!("unknown key (known here: {})", choices.join(", ")),
+                ));
             }
             Some(dv) => known(dv, v, &path)?,
         }
@@ -249,66 +300,169 @@ fn known(defaults: &Value, user: &Value, prefix: &str) -> Result<()> {
 }
 
 impl TrainConfig {
-    /// Parses a recipe, checking every key; errors name the key (`optimizer.lr`).
+    /// Parses a recipe, checking every key and value; errors name the key
+    /// ([`TrainError::Key`], e.g. `optimizer.lr`).
     pub fn from_value(value: Value) -> Result<Self> {
         let defaults = serde_json::to_value(TrainConfig::default()).expect("defaults serialise");
         known(&defaults, &value, "")?;
         let config: TrainConfig = serde_path_to_error::deserialize(value)
-            .map_err(|e| TrainError::Config(format!("`{}`: {}", e.path(), e.inner())))?;
+            .map_err(|e| TrainError::key(e.path().to_string(), e.inner().to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Reads `configs/<name>.json` or any path, then applies `overrides` (`key=value`).
+    /// Reads `configs/<name>.json` or any path, then applies `overrides` (`key=value`). A bad
+    /// value is blamed on the `--set` that gave it, or else on the file.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
         let mut value: Value = serde_json::from_str(&text)
             .map_err(|e| TrainError::Config(format!("{}: not valid JSON: {e}", path.display())))?;
         apply_overrides(&mut value, overrides)?;
         Self::from_value(value).map_err(|e| match e {
-            TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
+            TrainError::Key {
+                key,
+                message,
+                origin: None,
+            } => {
+                let origin = blame(&key, overrides).unwrap_or_else(|| path.display().to_string());
+                TrainError::Key {
+                    key,
+                    message,
+                    origin: Some(origin),
+                }
+            }
             other => other,
         })
     }
 
-    /// Checks values that serde cannot.
+    /// Checks what serde cannot: every value, and the model's shape (with a placeholder
+    /// vocabulary: the tokenizer's size is only known once it is loaded).
     pub fn validate(&self) -> Result<()> {
-        let err = |m: &str| Err(TrainError::Config(m.to_string()));
+        let bad = |key: &str, m: &str| Err(TrainError::key(key, m));
         if self.data.inputs.is_empty() == self.data.shards.is_none() {
-            return err("give exactly one of `data.inputs` (text files) or `data.shards` (a prepared directory)");
+            return bad(
+                "data",
+                "give exactly one of `data.inputs` (text files) or `data.shards` (a prepared directory)",
+            );
         }
-        if self.optimizer.lr.is_nan() || self.optimizer.lr <= 0.0 {
-            return err("`optimizer.lr` must be positive");
+        let o = &self.optimizer;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return bad("optimizer.lr", "must be a positive number");
         }
-        if self.schedule.min_lr < 0.0 || self.schedule.min_lr > self.optimizer.lr {
-            return err("`schedule.min_lr` must be between 0 and `optimizer.lr`");
+        for (key, beta) in [("optimizer.beta1", o.beta1), ("optimizer.beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return bad(key, "must be in [0, 1)");
+            }
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return bad("optimizer.eps", "must be a positive number");
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return bad("optimizer.weight_decay", "must be a number ≥ 0");
+        }
+        if !(o.grad_clip.is_finite() && o.grad_clip >= 0.0) {
+            return bad(
+                "optimizer.grad_clip",
+                "must be a number ≥ 0 (0 turns clipping off)",
+            );
+        }
+        if !(self.schedule.min_lr >= 0.0 && self.schedule.min_lr <= o.lr) {
+            return bad("schedule.min_lr", "must be between 0 and `optimizer.lr`");
         }
         if self.schedule.max_steps == 0 {
-            return err("`schedule.max_steps` must be positive");
+            return bad("schedule.max_steps", "must be positive");
         }
-        if self.run.devices == 0 {
-            return err("`run.devices` must be at least 1");
+        if self.schedule.decay_steps == Some(0) {
+            return bad("schedule.decay_steps", "must be positive (or left out)");
         }
-        if self.run.batch_size == 0 {
-            return err("`run.batch_size` must be positive");
-        }
-        if self.run.checkpoint_every == 0 || self.run.log_every == 0 {
-            return err("`run.checkpoint_every` and `run.log_every` must be positive");
-        }
-        if self.run.keep_last == 0 {
-            return err("`run.keep_last` must be at least 1");
-        }
-        if self.run.name.is_empty()
-            || self.run.name.contains(['/', '\\'])
-            || self.run.name.starts_with('.')
-        {
-            return err("`run.name` must be a plain directory name");
-        }
+        self.validate_run()?;
+        self.validate_guard()?;
         if !(0.0..1.0).contains(&self.data.val_fraction) {
-            return err("`data.val_fraction` must be in [0, 1)");
+            return bad("data.val_fraction", "must be in [0, 1)");
+        }
+        let model = self.model.resolve(self.model.vocab_size.unwrap_or(1))?;
+        self.seq_len(&model)?;
+        Ok(())
+    }
+
+    fn validate_run(&self) -> Result<()> {
+        let bad = |key: &str, m: &str| Err(TrainError::key(key, m));
+        let r = &self.run;
+        for (key, v) in [
+            ("run.devices", r.devices),
+            ("run.batch_size", r.batch_size),
+            ("run.checkpoint_every", r.checkpoint_every),
+            ("run.log_every", r.log_every),
+            ("run.keep_last", r.keep_last),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if r.tokens_per_step == Some(0) {
+            return bad("run.tokens_per_step", "must be positive (or left out)");
+        }
+        if r.name.is_empty() || r.name.contains(['/', '\\']) || r.name.starts_with('.') {
+            return bad("run.name", "must be a plain directory name");
+        }
+        if !(r.sample_temperature.is_finite() && r.sample_temperature >= 0.0) {
+            return bad(
+                "run.sample_temperature",
+                "must be a number ≥ 0 (0 is greedy)",
+            );
+        }
+        if r.sample_top_k == Some(0) {
+            return bad(
+                "run.sample_top_k",
+                "must be at least 1 (or null for no top-k)",
+            );
         }
         Ok(())
     }
+
+    fn validate_guard(&self) -> Result<()> {
+        let g = &self.guard;
+        if g.window < 2 {
+            return Err(TrainError::key("guard.window", "must be at least 2 steps"));
+        }
+        for (key, z) in [("guard.loss_z", g.loss_z), ("guard.grad_z", g.grad_z)] {
+            if !(z.is_finite() && z >= 0.0) {
+                return Err(TrainError::key(
+                    key,
+                    "must be a number ≥ 0 (0 turns it off)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tokens per training row: `data.seq_len`, by default the model's context.
+    pub fn seq_len(&self, model: &Gpt2Config) -> Result<usize> {
+        let seq_len = self.data.seq_len.unwrap_or(model.n_positions);
+        if seq_len == 0 || seq_len > model.n_positions {
+            return Err(TrainError::key(
+                "data.seq_len",
+                format!(
+                    "{seq_len} must be between 1 and the model's n_positions {}",
+                    model.n_positions
+                ),
+            ));
+        }
+        Ok(seq_len)
+    }
+}
+
+/// The `--set` overrides that gave `key` (or a key inside it, or the object around it).
+fn blame(key: &str, overrides: &[String]) -> Option<String> {
+    let related = |k: &str| {
+        k == key || k.starts_with(&format!("{key}.")) || key.starts_with(&format!("{k}."))
+    };
+    let hits: Vec<String> = overrides
+        .iter()
+        .filter(|o| related(o.split_once('=').map_or(o.as_str(), |(k, _)| k)))
+        .map(|o| format!("--set {o}"))
+        .collect();
+    (!hits.is_empty()).then(|| hits.join(", "))
 }
 
 /// Applies `key.path=value` overrides; the value is JSON if it parses, else a string.
@@ -317,15 +471,17 @@ pub fn apply_overrides(value: &mut Value, overrides: &[String]) -> Result<()> {
     for o in overrides {
         let (key, raw) = o
             .split_once('=')
-            .ok_or_else(|| TrainError::Config(format!("override {o:?} is not `key=value`")))?;
+            .ok_or_else(|| TrainError::Config(format!("--set {o:?} is not `key=value`")))?;
         let parsed: Value =
             serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
         // The key must exist in the schema, even if the file leaves it out.
         let mut schema = &defaults;
         for part in key.split('.') {
-            schema = schema
-                .get(part)
-                .ok_or_else(|| TrainError::Config(format!("unknown key `{key}` in --set")))?;
+            schema = schema.get(part).ok_or_else(|| TrainError::Key {
+                key: key.to_string(),
+                message: "unknown key".into(),
+                origin: Some(format!("--set {o}")),
+            })?;
         }
         let mut node = &mut *value;
         let parts: Vec<&str> = key.split('.').collect();
@@ -368,6 +524,48 @@ mod tests {
         assert!(e.contains("schedule.max_steps"), "{e}");
         let e = TrainConfig::from_value(json!({})).unwrap_err().to_string();
         assert!(e.contains("data.inputs"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_is_blamed_on_the_set_that_gave_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("recipe.json");
+        std::fs::write(&file, base().to_string()).unwrap();
+        let e = TrainConfig::load(&file, &["optimizer.lr=-1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--set optimizer.lr=-1") && !e.contains("recipe.json"),
+            "{e}"
+        );
+        let e = TrainConfig::load(&file, &["model.n_head=5".into(), "run.seed=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--set model.n_head=5") && !e.contains("run.seed"),
+            "{e}"
+        );
+        assert!(e.contains("n_head (5)"), "{e}");
+        let e = TrainConfig::load(&file, &["model.dropout=1.5".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--set model.dropout=1.5") && e.contains("[0, 1)"),
+            "{e}"
+        );
+        let mut v = base();
+        v["optimizer"] = json!({"lr": -1});
+        std::fs::write(&file, v.to_string()).unwrap();
+        let e = TrainConfig::load(&file, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("recipe.json") && e.contains("optimizer.lr"),
+            "{e}"
+        );
+        // The whole config is checked up front, the sequence length against the context too.
+        let mut v = base();
+        v["data"]["seq_len"] = json!(300);
+        let e = TrainConfig::from_value(v).unwrap_err().to_string();
+        assert!(e.contains("data.seq_len") && e.contains("256"), "{e}");
     }
 
     #[test]

@@ -12,17 +12,23 @@
 //!   budget per step; periodic evaluation (val loss, perplexity) and samples on
 //!   `model.valid()`; NaN detection; a stop flag for Ctrl-C; data-parallel training over
 //!   `run.devices` devices with Burn's collective all-reduce ([`devices`]).
+//! - Faults: a non-finite loss, gradient norm, validation loss or weight stops the run
+//!   before anything is saved ([`TrainError::Diverged`]), and every checkpoint is checked
+//!   to be sound before it is written; an optional spike guard ([`GuardConfig`], llm.c's
+//!   outlier detector) skips or stops on loss and gradient-norm outliers.
 //! - Experiment tracking in `runs/<name>/` ([`RunDir`]): the resolved config,
 //!   `metrics.jsonl`, TensorBoard event files ([`tensorboard`]), samples, checkpoints.
-//! - Checkpoints: model, optimizer state, step, data-sampler position and RNG, config and
-//!   tokenizer, written atomically; the last K and the best by val loss are kept;
-//!   `resume` continues a run exactly (same per-step losses as an uninterrupted run).
+//! - Checkpoints: model, optimizer state, step, data position and RNG, config and
+//!   tokenizer, written atomically and checksummed; the last K and the best by val loss
+//!   are kept; `resume` continues a run exactly (same per-step losses as an uninterrupted
+//!   run) from the newest valid checkpoint, step or best, setting damaged ones aside.
 //!
 //! Why a custom loop and not Burn's `Learner`: step-based checkpoints and exact resume,
 //! global-norm clipping and parameter groups are not available there in 0.21.
 
 mod config;
 mod error;
+mod guard;
 mod metrics;
 mod optim;
 mod parallel;
@@ -32,10 +38,11 @@ pub mod tensorboard;
 mod trainer;
 
 pub use config::{
-    apply_overrides, DataConfig, ModelConfig, OptimizerConfig, RunConfig, ScheduleConfig,
-    TrainConfig,
+    apply_overrides, DataConfig, GuardAction, GuardConfig, ModelConfig, OptimizerConfig, RunConfig,
+    ScheduleConfig, TrainConfig,
 };
 pub use error::{Result, TrainError};
+pub use guard::{Spike, SpikeGuard};
 pub use metrics::{Metrics, MetricsLog};
 pub use optim::GptOptimizer;
 pub use parallel::devices;

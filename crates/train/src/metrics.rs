@@ -25,6 +25,9 @@ pub struct Metrics {
     pub tokens_per_s: f64,
     /// Seconds since the run (or this session of it) started.
     pub elapsed: f64,
+    /// The spike guard dropped this step's update.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// Writes metrics to the run directory as they come.
@@ -48,7 +51,7 @@ impl MetricsLog {
                     .filter(|l| serde_json::from_str::<Metrics>(l).is_ok_and(|m| m.step <= step))
                     .map(|l| format!("{l}\n"))
                     .collect();
-                llm_bpe::fs::atomic_write(&jsonl, kept.as_bytes())
+                llm_common::fs::atomic_write(&jsonl, kept.as_bytes())
                     .map_err(|e| TrainError::io(&jsonl, e))?;
             }
         } else if jsonl.exists() {
@@ -92,6 +95,9 @@ impl MetricsLog {
         self.events
             .scalar("train/tokens_per_s", step, m.tokens_per_s as f32)
             .map_err(tb)?;
+        if m.skipped {
+            self.events.scalar("train/skipped", step, 1.0).map_err(tb)?;
+        }
         if let Some(v) = m.val_loss {
             self.events.scalar("val/loss", step, v as f32).map_err(tb)?;
             self.events

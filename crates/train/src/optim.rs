@@ -94,8 +94,20 @@ impl<B: AutodiffBackend> GptOptimizer<B> {
 
     /// One update at learning rate `lr`. Returns the model and the gradient norm before
     /// clipping.
-    pub fn step(&mut self, lr: f64, model: Gpt<B>, mut grads: GradientsParams) -> (Gpt<B>, f64) {
+    pub fn step(&mut self, lr: f64, model: Gpt<B>, grads: GradientsParams) -> (Gpt<B>, f64) {
         let norm = Self::grad_norm(&model, &grads);
+        (self.apply(lr, model, grads, norm), norm)
+    }
+
+    /// One update at learning rate `lr`, given the gradients' global norm
+    /// ([`Self::grad_norm`]), so a caller can judge the step before applying it.
+    pub fn apply(
+        &mut self,
+        lr: f64,
+        model: Gpt<B>,
+        mut grads: GradientsParams,
+        norm: f64,
+    ) -> Gpt<B> {
         let scale =
             (self.grad_clip > 0.0 && norm > self.grad_clip).then(|| self.grad_clip / (norm + 1e-6));
         let mut split = Split {
@@ -108,8 +120,7 @@ impl<B: AutodiffBackend> GptOptimizer<B> {
         model.visit(&mut split);
         let (decay, no_decay) = (split.decay, split.no_decay);
         let model = self.decay.step(lr, model, decay);
-        let model = self.no_decay.step(lr, model, no_decay);
-        (model, norm)
+        self.no_decay.step(lr, model, no_decay)
     }
 
     /// The optimizer state (moments and step counts of both groups), serialised.

@@ -2,7 +2,7 @@
 //!
 //! Data parallelism uses Burn's collective operations (`burn::collective`, Burn's
 //! `collective` feature): one model replica and one thread per device (a *peer*). The
-//! trainer draws a step's micro-batches in order from its single sampler and deals
+//! trainer draws a step's micro-batches in order from its one stream of batches and deals
 //! micro-batch `k` to device `k % n`. Each peer runs forward and backward on its share, the
 //! gradients are summed across peers with an all-reduce, and every peer applies the same
 //! AdamW update to its replica, so the replicas stay identical. Because every loss is
@@ -30,8 +30,10 @@ pub(crate) struct Replica<B: AutodiffBackend> {
     pub device: B::Device,
 }
 
-/// What a step did: the mean loss over its micro-batches, and the gradient norm.
-pub(crate) struct StepResult {
+/// A step's gradients, before any update: one set per replica (all-reduced, so equal), the
+/// mean loss over the step's micro-batches, and the gradients' global norm.
+pub(crate) struct StepGradients {
+    grads: Vec<GradientsParams>,
     pub loss: f64,
     pub grad_norm: f64,
 }
@@ -63,57 +65,35 @@ fn forward_backward<B: AutodiffBackend>(
     (only.unwrap_or_else(|| accumulator.grads()), loss_sum)
 }
 
-impl<B: AutodiffBackend> Replica<B> {
-    /// This replica's share of a step; as peer `rank`, the gradients are summed over all
-    /// peers before the update. A non-finite loss still goes through the all-reduce (so no
-    /// peer waits forever); the caller checks the result.
-    fn step(
-        mut self,
-        work: Work<B>,
-        accum: usize,
-        lr: f64,
-        rank: Option<usize>,
-    ) -> Result<(Self, f64, f64)> {
-        let (grads, loss_sum) = forward_backward(&self.model, work, accum, &self.device);
-        let grads = match rank {
-            None => grads,
-            Some(rank) => grads
-                .all_reduce::<B::InnerBackend>(PeerId::from(rank), ReduceOperation::Sum)
-                .map_err(|e| {
-                    TrainError::Parallel(format!(
-                        "all-reduce of the gradients on peer {rank}: {e:?}"
-                    ))
-                })?,
-        };
-        let (model, norm) = self.optim.step(lr, self.model, grads);
-        self.model = model;
-        Ok((self, loss_sum, norm))
-    }
-}
-
-/// One optimizer step over `work[i]` on `replicas[i]`; `accum` is the step's total number
-/// of micro-batches. With several replicas each runs on its own thread.
-pub(crate) fn step<B: AutodiffBackend>(
+/// Runs `f(replica, input, rank)` for every replica: in place with one, on a thread per
+/// replica (rank = its peer id) with several.
+fn on_each<B, W, R>(
     replicas: &mut Vec<Replica<B>>,
-    work: Vec<Work<B>>,
-    accum: usize,
-    lr: f64,
-) -> Result<StepResult> {
-    let n = replicas.len();
+    inputs: Vec<W>,
+    f: impl Fn(Replica<B>, W, Option<usize>) -> Result<(Replica<B>, R)> + Sync,
+) -> Result<Vec<R>>
+where
+    B: AutodiffBackend,
+    W: Send,
+    R: Send,
+{
     let peers = std::mem::take(replicas);
-    let results: Vec<Result<(Replica<B>, f64, f64)>> = if n == 1 {
+    let results: Vec<Result<(Replica<B>, R)>> = if peers.len() == 1 {
         peers
             .into_iter()
-            .zip(work)
-            .map(|(rep, w)| rep.step(w, accum, lr, None))
+            .zip(inputs)
+            .map(|(rep, w)| f(rep, w, None))
             .collect()
     } else {
         std::thread::scope(|s| {
             let handles: Vec<_> = peers
                 .into_iter()
-                .zip(work)
+                .zip(inputs)
                 .enumerate()
-                .map(|(rank, (rep, w))| s.spawn(move || rep.step(w, accum, lr, Some(rank))))
+                .map(|(rank, (rep, w))| {
+                    let f = &f;
+                    s.spawn(move || f(rep, w, Some(rank)))
+                })
                 .collect();
             handles
                 .into_iter()
@@ -127,17 +107,62 @@ pub(crate) fn step<B: AutodiffBackend>(
                 .collect()
         })
     };
-    let (mut loss_sum, mut grad_norm) = (0.0, 0.0);
+    let mut out = Vec::with_capacity(results.len());
     for r in results {
-        let (rep, loss, norm) = r?;
-        loss_sum += loss;
-        grad_norm = norm; // the same on every peer: the gradients were all-reduced
+        let (rep, value) = r?;
         replicas.push(rep);
+        out.push(value);
     }
-    Ok(StepResult {
-        loss: loss_sum / accum as f64,
+    Ok(out)
+}
+
+/// The first half of an optimizer step: forward and backward over `work[i]` on
+/// `replicas[i]`, and, with several replicas, the all-reduce that sums their gradients.
+/// `accum` is the step's total number of micro-batches. Nothing is updated yet, so the
+/// caller can judge the loss and the gradient norm first. A non-finite loss still goes
+/// through the all-reduce, so no peer waits forever.
+pub(crate) fn gradients<B: AutodiffBackend>(
+    replicas: &mut Vec<Replica<B>>,
+    work: Vec<Work<B>>,
+    accum: usize,
+) -> Result<StepGradients> {
+    let results = on_each(replicas, work, |rep, w, rank| {
+        let (grads, loss_sum) = forward_backward(&rep.model, w, accum, &rep.device);
+        let grads = match rank {
+            None => grads,
+            Some(rank) => grads
+                .all_reduce::<B::InnerBackend>(PeerId::from(rank), ReduceOperation::Sum)
+                .map_err(|e| {
+                    TrainError::Parallel(format!(
+                        "all-reduce of the gradients on peer {rank}: {e:?}"
+                    ))
+                })?,
+        };
+        Ok((rep, (grads, loss_sum)))
+    })?;
+    let loss = results.iter().map(|(_, l)| l).sum::<f64>() / accum as f64;
+    let grads: Vec<GradientsParams> = results.into_iter().map(|(g, _)| g).collect();
+    // The same on every replica: the gradients were all-reduced.
+    let grad_norm = GptOptimizer::grad_norm(&replicas[0].model, &grads[0]);
+    Ok(StepGradients {
+        grads,
+        loss,
         grad_norm,
     })
+}
+
+/// The second half: the same AdamW update on every replica, at learning rate `lr`.
+pub(crate) fn apply<B: AutodiffBackend>(
+    replicas: &mut Vec<Replica<B>>,
+    step: StepGradients,
+    lr: f64,
+) -> Result<()> {
+    let norm = step.grad_norm;
+    on_each(replicas, step.grads, |mut rep, grads, _| {
+        rep.model = rep.optim.apply(lr, rep.model, grads, norm);
+        Ok((rep, ()))
+    })?;
+    Ok(())
 }
 
 /// The first `n` devices of the backend that `first` belongs to, from `first` on.

@@ -8,36 +8,72 @@
 //!   events.out.tfevents.*        TensorBoard scalars (`tensorboard --logdir runs/`)
 //!   samples.txt                  text generated during training
 //!   data/                        shards prepared from `data.inputs`
-//!   checkpoints/step_00000200.ckpt, …, best.ckpt
+//!   checkpoints/step_00000200.ckpt, …, best.ckpt   (llm_model::CheckpointDir)
+//!   .lock                        held while a process trains here
 //! ```
 
 use std::path::{Path, PathBuf};
 
+use llm_common::fs::{remove_stale_temps, DirLock};
+use llm_model::CheckpointDir;
+
 use crate::error::{Result, TrainError};
 
-/// A run directory that exists and is writable.
-#[derive(Clone, Debug)]
+/// A run directory that exists, is writable, and is this process's alone.
+#[derive(Debug)]
 pub struct RunDir {
     root: PathBuf,
+    checkpoints: CheckpointDir,
+    /// Whether this process created the directory (so it may remove it if setting up fails).
+    created: bool,
+    _lock: DirLock,
 }
 
 impl RunDir {
-    /// Creates the directory (and `checkpoints/`) and proves it writable by writing and
-    /// removing a file, so a bad path fails at start-up, not at the first checkpoint.
-    pub fn create(root: &Path) -> Result<Self> {
+    /// Opens (creating it if needed) and locks a run directory, proves it writable by
+    /// writing and removing a file (so a bad path fails at start-up, not at the first
+    /// checkpoint), and removes the temporary files that writes interrupted by a crash or
+    /// `kill -9` left behind (each one is logged).
+    pub fn open(root: &Path) -> Result<Self> {
         let fail = |source| TrainError::RunDir {
             path: root.into(),
             source,
         };
-        std::fs::create_dir_all(root.join("checkpoints")).map_err(fail)?;
+        let created = !root.exists();
+        let checkpoints = CheckpointDir::of_run(root);
+        std::fs::create_dir_all(checkpoints.path()).map_err(fail)?;
+        let lock = DirLock::acquire(root).map_err(fail)?;
         let probe = root.join(".write-test");
-        llm_bpe::fs::atomic_write(&probe, b"ok").map_err(fail)?;
+        llm_common::fs::atomic_write(&probe, b"ok").map_err(fail)?;
         std::fs::remove_file(&probe).map_err(fail)?;
-        Ok(RunDir { root: root.into() })
+        for dir in [root, checkpoints.path()] {
+            for (path, bytes) in remove_stale_temps(dir).map_err(fail)? {
+                tracing::warn!(
+                    "removed {} ({:.1} MB), left by an interrupted write",
+                    path.display(),
+                    bytes as f64 / 1e6
+                );
+            }
+        }
+        Ok(RunDir {
+            root: root.into(),
+            checkpoints,
+            created,
+            _lock: lock,
+        })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether [`Self::open`] created the directory.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    pub fn checkpoints(&self) -> &CheckpointDir {
+        &self.checkpoints
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -54,44 +90,5 @@ impl RunDir {
 
     pub fn data_dir(&self) -> PathBuf {
         self.root.join("data")
-    }
-
-    pub fn checkpoint_path(&self, step: usize) -> PathBuf {
-        self.root
-            .join("checkpoints")
-            .join(format!("step_{step:08}.ckpt"))
-    }
-
-    pub fn best_path(&self) -> PathBuf {
-        self.root.join("checkpoints").join("best.ckpt")
-    }
-
-    /// The step checkpoints present, oldest first. Temporary files of an interrupted write
-    /// are not checkpoints and are ignored.
-    pub fn checkpoints(&self) -> Result<Vec<(usize, PathBuf)>> {
-        let dir = self.root.join("checkpoints");
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(|e| TrainError::io(&dir, e))? {
-            let path = entry.map_err(|e| TrainError::io(&dir, e))?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(step) = name
-                .strip_prefix("step_")
-                .and_then(|s| s.strip_suffix(".ckpt"))
-                .and_then(|s| s.parse::<usize>().ok())
-            {
-                out.push((step, path));
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Deletes all but the newest `keep` step checkpoints (`best.ckpt` is separate).
-    pub fn prune(&self, keep: usize) -> Result<()> {
-        let all = self.checkpoints()?;
-        for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
-            std::fs::remove_file(path).map_err(|e| TrainError::io(path, e))?;
-        }
-        Ok(())
     }
 }

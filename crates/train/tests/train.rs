@@ -279,34 +279,144 @@ fn resume_reproduces_the_uninterrupted_run_exactly() {
     assert!(ckpt.section("optim.decay").is_some() && ckpt.section("optim.no_decay").is_some());
 }
 
+fn checkpoint_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The reproduction: lr 1e30 with everything every step. The validation loss is
+/// NaN after step 1, so the run stops before any checkpoint is written.
 #[test]
-fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint() {
+fn a_diverging_run_saves_nothing_from_the_diverged_model() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = tiny_config("nan", 6);
+    let mut config = tiny_config("nan", 3);
     config.optimizer.lr = 1e30;
-    config.schedule.min_lr = 0.0;
+    config.schedule.warmup_steps = 0;
+    config.run.eval_every = 1;
+    config.run.sample_every = 1;
+    config.run.checkpoint_every = 1;
+    let dir = tmp.path().join("nan");
+    let err = run(config, &dir, false, None).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            TrainError::Diverged {
+                step: 1,
+                checkpoint: None,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("validation loss") && msg.contains("No checkpoint was saved"),
+        "{msg}"
+    );
+    assert_eq!(checkpoint_files(&dir), Vec::<String>::new());
+    // Without evaluation the checkpoint's own check catches it: finite weights that give a
+    // non-finite loss are not saved either.
+    let mut config = tiny_config("nan2", 3);
+    config.optimizer.lr = 1e30;
+    config.schedule.warmup_steps = 0;
+    config.run.eval_every = 0;
+    config.run.checkpoint_every = 1;
+    let dir = tmp.path().join("nan2");
+    let msg = run(config, &dir, false, None).unwrap_err().to_string();
+    assert!(
+        msg.contains("at step 1") && msg.contains("on a validation batch"),
+        "{msg}"
+    );
+    assert_eq!(checkpoint_files(&dir), Vec::<String>::new());
+}
+
+/// A run that diverges later names its last checkpoint, and that checkpoint is good:
+/// finite weights that score a finite loss.
+#[test]
+fn the_last_good_checkpoint_named_after_divergence_is_good() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("late");
+    let mut config = tiny_config("late", 3);
+    config.run.checkpoint_every = 1;
+    run(config.clone(), &dir, false, None).unwrap();
+    config.schedule.max_steps = 6;
+    config.optimizer.lr = 1e30;
     config.schedule.warmup_steps = 0;
     config.optimizer.grad_clip = 0.0;
-    config.run.checkpoint_every = 1;
-    let err = run(config, &tmp.path().join("nan"), false, None).unwrap_err();
-    let msg = err.to_string();
+    let err = run(config, &dir, true, None).unwrap_err();
     let TrainError::Diverged {
         step, checkpoint, ..
     } = &err
     else {
-        panic!("expected divergence, got {msg}")
+        panic!("expected divergence, got {err}")
     };
-    assert!(
-        msg.contains("diverged") && msg.contains("optimizer.lr"),
-        "{msg}"
-    );
-    let checkpoint = checkpoint
-        .as_ref()
-        .expect("a checkpoint before the bad step");
-    assert!(msg.contains(&checkpoint.display().to_string()), "{msg}");
+    let checkpoint = checkpoint.as_ref().expect("the run had checkpoints");
+    assert!(err.to_string().contains(&checkpoint.display().to_string()));
+    assert_eq!(*step, 4, "{err}");
     let ckpt = Checkpoint::load(checkpoint).unwrap();
-    assert_eq!(ckpt.metadata["step"].as_u64().unwrap() as usize, step - 1);
+    assert_eq!(ckpt.step(), Some(3));
+    let model = ckpt.model::<Flex>(&Default::default()).unwrap();
+    assert_eq!(model.first_non_finite(), None);
+    let ids = model
+        .tokens(&[&[40, 550, 1775, 2910]], &Default::default())
+        .unwrap();
+    let logits: Vec<f32> = model.forward(ids).into_data().iter::<f32>().collect();
+    assert!(logits.iter().all(|l| l.is_finite()));
+    assert!(!checkpoint_files(&dir).contains(&"step_00000004.ckpt".to_string()));
+}
+
+/// The spike guard skips outlier updates, logs them, and resumes exactly: its window is
+/// part of the checkpoint.
+#[test]
+fn the_spike_guard_skips_outliers_and_resumes_exactly() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let guarded = |name: &str| {
+        let mut c = tiny_config(name, 8);
+        c.guard = llm_train::GuardConfig {
+            action: llm_train::GuardAction::Skip,
+            window: 2,
+            loss_z: 0.0,
+            grad_z: 0.5,
+        };
+        c
+    };
+    let straight = run(guarded("g1"), &tmp.path().join("g1"), false, None).unwrap();
+    assert!(
+        straight.skipped_steps > 0,
+        "the tight guard skipped nothing"
+    );
+    let metrics = std::fs::read_to_string(tmp.path().join("g1/metrics.jsonl")).unwrap();
+    let skipped = metrics
+        .lines()
+        .filter(|l| l.contains("\"skipped\":true"))
+        .count();
+    assert_eq!(skipped, straight.skipped_steps);
+
+    let dir = tmp.path().join("g2");
+    let first = run(guarded("g2"), &dir, false, Some(4)).unwrap();
+    let second = run(guarded("g2"), &dir, true, None).unwrap();
+    let resumed: Vec<f64> = first.losses.iter().chain(&second.losses).copied().collect();
+    assert_eq!(resumed, straight.losses);
+    assert_eq!(
+        first.skipped_steps + second.skipped_steps,
+        straight.skipped_steps
+    );
+
+    // With `stop`, the first spike ends the run with an error that says so.
+    let mut c = guarded("g3");
+    c.guard.action = llm_train::GuardAction::Stop;
+    let err = run(c, &tmp.path().join("g3"), false, None).unwrap_err();
+    assert!(matches!(err, TrainError::Spike { .. }), "{err}");
+    assert!(err.to_string().contains("standard deviations"), "{err}");
 }
 
 #[test]
@@ -318,7 +428,7 @@ fn an_unwritable_run_directory_fails_at_start_up() {
     let err = run(tiny_config("x", 2), &file.join("run"), false, None).unwrap_err();
     assert!(matches!(err, TrainError::RunDir { .. }), "{err}");
     assert!(
-        err.to_string().contains("a-file/run") && err.to_string().contains("not writable"),
+        err.to_string().contains("a-file/run") && err.to_string().contains("run directory"),
         "{err}"
     );
 }
@@ -336,15 +446,38 @@ fn resuming_with_a_different_model_shape_is_an_error() {
         err.contains("cannot resume") && err.contains("model.n_layer: checkpoint 2, config 3"),
         "{err}"
     );
-    let err = run(
-        tiny_config("shape", 4),
+    // A fresh start where a run already is, is refused; resuming where there is nothing
+    // to resume starts from step 0.
+    let err = run(tiny_config("shape", 4), &dir, false, None).unwrap_err();
+    assert!(
+        matches!(err, TrainError::RunExists { step: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--resume"), "{err}");
+    let fresh = run(
+        tiny_config("shape", 2),
         &tmp.path().join("empty"),
         true,
         None,
     )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("no checkpoint"), "{err}");
+    .unwrap();
+    assert_eq!((fresh.steps, fresh.losses.len()), (2, 2));
+}
+
+/// A config error leaves no run directory behind: everything is checked before it is made.
+#[test]
+fn a_bad_config_leaves_no_run_directory() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("never");
+    let mut config = tiny_config("never", 2);
+    config.data.inputs = vec![tmp.path().join("missing.txt")];
+    let err = run(config, &dir, false, None).unwrap_err().to_string();
+    assert!(err.contains("missing.txt"), "{err}");
+    let mut config = tiny_config("never", 2);
+    config.data.tokenizer = "no-such-tokenizer".into();
+    assert!(run(config, &dir, false, None).is_err());
+    assert!(!dir.exists(), "a run directory was left behind");
 }
 
 #[test]

@@ -1,0 +1,27 @@
+//! Failpoints: make the process stop at a named moment so that a test can kill it there.
+//!
+//! Set `LLM_E2E_FAILPOINT=<point>` and the process pauses for good when it reaches that
+//! point. The points:
+//!
+//! - `mid-write:<file name>`: [`crate::fs::atomic_write`] has put half of the bytes of
+//!   `<file name>` into its temporary file (flushed) and renamed nothing;
+//! - `after-rename:<file name>`: the file is complete and in place;
+//! - `after-step:<n>`: the training loop has finished step `n` (evaluation, logs and
+//!   checkpoints included).
+//!
+//! It prints `failpoint <point>: paused` on stderr and sleeps until it is killed. The fault
+//! tests (`xtask/tests/faults.rs`) use this to `kill -9` a run at exact moments; nothing
+//! else sets the variable, and when it is unset a check costs one environment lookup.
+
+/// The environment variable that arms a failpoint.
+pub const ENV: &str = "LLM_E2E_FAILPOINT";
+
+/// Pauses forever if `point` is the armed failpoint.
+pub fn check(point: &str) {
+    if std::env::var(ENV).is_ok_and(|armed| armed == point) {
+        eprintln!("failpoint {point}: paused");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}

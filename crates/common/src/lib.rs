@@ -1,0 +1,12 @@
+//! # llm-common: the file helpers every llm-e2e crate shares
+//!
+//! The lowest layer of the workspace; it depends on nothing but `std`.
+//!
+//! - [`fs::atomic_write`]: write a file so that a crash leaves the old file or the new one,
+//!   never half of either (temporary file, `fsync`, rename, `fsync` of the directory).
+//! - [`fs::remove_stale_temps`]: clear the temporary files that a killed writer left behind.
+//! - [`fs::DirLock`]: one process at a time in a directory (a run, say).
+//! - [`failpoint`]: stop a writer at a chosen moment, so tests can `kill -9` it there.
+
+pub mod failpoint;
+pub mod fs;

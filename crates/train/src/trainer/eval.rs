@@ -1,0 +1,74 @@
+//! What the loop measures on the model without training it: the loss on fixed batches of a
+//! split, and a sample from the run's prompt. Both run on `model.valid()`.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ElementConversion;
+use llm_bpe::Gpt2Tokenizer;
+use llm_data::{ShardSet, TokenBatches};
+use llm_model::{cross_entropy, generate, GenerateConfig, Gpt};
+
+use crate::config::TrainConfig;
+use crate::error::Result;
+
+/// Mean loss over `batches` sequential batches from the start of `split` (the same
+/// batches at every evaluation, so values compare). `None` if the split has no data.
+pub(super) fn evaluate<B: Backend>(
+    model: &Gpt<B>,
+    dir: &Path,
+    split: &str,
+    batches: usize,
+    batch_size: usize,
+    seq_len: usize,
+    device: &B::Device,
+) -> Result<Option<f64>> {
+    let set = ShardSet::open(dir, split)?;
+    if set.num_shards() == 0 || batches == 0 {
+        return Ok(None);
+    }
+    let mut tb = match TokenBatches::sequential(set, batch_size, seq_len, 0) {
+        Ok(tb) => tb,
+        Err(llm_data::DataError::TooSmall(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut total = 0.0;
+    for _ in 0..batches {
+        let batch = tb.next_batch::<B>(device)?;
+        let loss: f64 = cross_entropy(model.forward(batch.inputs), batch.targets)
+            .into_scalar()
+            .elem();
+        total += loss;
+    }
+    Ok(Some(total / batches as f64))
+}
+
+/// A sample from the run's fixed prompt.
+pub(super) fn sample<B: Backend>(
+    model: &Gpt<B>,
+    tok: &Gpt2Tokenizer,
+    config: &TrainConfig,
+    device: &B::Device,
+) -> Result<String> {
+    let r = &config.run;
+    let mut prompt = tok.encode_ordinary(&r.sample_prompt);
+    if prompt.is_empty() {
+        prompt.extend(tok.eot_id());
+    }
+    let g = GenerateConfig {
+        max_new_tokens: r.sample_tokens,
+        temperature: r.sample_temperature,
+        top_k: r.sample_top_k,
+        seed: r.seed,
+        stop_token: None,
+    };
+    let new = generate(model, &prompt, &g, device, |_| {})?;
+    // A padded vocabulary can produce ids the tokenizer lacks: drop those.
+    let ids: Vec<u32> = prompt
+        .iter()
+        .chain(&new)
+        .copied()
+        .filter(|&i| (i as usize) < tok.vocab_size())
+        .collect();
+    Ok(tok.decode(&ids)?)
+}
