@@ -98,7 +98,7 @@ fn report(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
     for cause in e.chain().skip(1) {
         let text = cause.to_string();
-        if !out.contains(&text) {
+        if !out.ends_with(&text) {
             out = format!("{out}: {text}");
         }
     }

@@ -357,6 +357,8 @@ const KILL_CASES: &[Kill] = &[
         resume: true, says: &["no usable checkpoint", "starting from step 0"] },
     Kill { name: "kill-during-first-best-write", failpoint: "mid-write:best.ckpt", left: &[".best.ckpt.tmp-"],
         resume: true, says: &["removed", ".best.ckpt.tmp-", "interrupted write", "starting from step 0"] },
+    Kill { name: "kill-after-best-rename", failpoint: "after-rename:best.ckpt", left: &["best.ckpt"],
+        resume: true, says: &["resuming at step 2", "best.ckpt"] },
     Kill { name: "kill-with-only-best", failpoint: "after-step:2", left: &["best.ckpt"],
         resume: true, says: &["resuming at step 2", "best.ckpt"] },
     Kill { name: "kill-during-step-write", failpoint: "mid-write:step_00000003.ckpt",

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{DataError, Result};
-use crate::shard::{ShardWriter, TokenType};
+use crate::shard::{is_shard_name, ShardWriter, TokenType};
 use crate::split::check_fraction;
 use crate::text::{collect_inputs, documents, format_of, Document, Format, JsonlDocuments};
 
@@ -355,19 +355,6 @@ pub fn prepare(
         tokens: train_tokens + val_tokens,
         removed,
     })
-}
-
-/// Whether a file name is one of prepare's shards: `train_000000.bin`, `val_000012.bin`.
-fn is_shard_name(name: &str) -> bool {
-    let Some(stem) = name.strip_suffix(".bin") else {
-        return false;
-    };
-    let Some((split, index)) = stem.split_once('_') else {
-        return false;
-    };
-    matches!(split, "train" | "val")
-        && index.len() == 6
-        && index.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Deletes the shards in `out` that `manifest` does not list: left by an earlier, larger

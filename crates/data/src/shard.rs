@@ -81,6 +81,25 @@ pub fn encode_shard(tokens: &[u32], kind: TokenType) -> Vec<u8> {
     out
 }
 
+/// The file name of a split's `index`-th shard: `train_000000.bin`.
+pub fn shard_file_name(split: &str, index: usize) -> String {
+    format!("{split}_{index:06}.bin")
+}
+
+/// Whether `name` is a shard's file name of the `train` or `val` split.
+pub fn is_shard_name(name: &str) -> bool {
+    let Some((split, index)) = name
+        .strip_suffix(".bin")
+        .and_then(|stem| stem.split_once('_'))
+    else {
+        return false;
+    };
+    matches!(split, "train" | "val")
+        && index
+            .parse::<usize>()
+            .is_ok_and(|i| shard_file_name(split, i) == name)
+}
+
 /// Writes a shard atomically (temporary file, then rename).
 pub fn write_shard(path: &Path, tokens: &[u32], kind: TokenType) -> Result<()> {
     llm_common::fs::atomic_write(path, &encode_shard(tokens, kind))
@@ -270,7 +289,7 @@ impl ShardWriter {
         }
         let path = self
             .dir
-            .join(format!("{}_{:06}.bin", self.prefix, self.written.len()));
+            .join(shard_file_name(&self.prefix, self.written.len()));
         write_shard(&path, &self.buf, self.kind)?;
         self.written.push((path, self.buf.len()));
         self.buf.clear();

@@ -117,9 +117,9 @@ impl Prefix {
     fn parse(path: &Path, bytes: &[u8]) -> Result<Prefix> {
         let n = bytes.len().min(MAGIC.len());
         if bytes[..n] != MAGIC[..n] {
-            return Err(ModelError::file(
+            return Err(corrupt(
                 path,
-                "not an llm-e2e checkpoint (bad magic number)",
+                "bad magic number (this is not, or no longer, an llm-e2e checkpoint)",
             ));
         }
         if bytes.len() < PREFIX_V1 {
@@ -167,7 +167,10 @@ impl Prefix {
         }
         let header: Header = serde_json::from_slice(header)
             .map_err(|e| corrupt(path, format!("the header is not valid: {e}")))?;
-        header.config.validate()?;
+        header
+            .config
+            .validate()
+            .map_err(|e| corrupt(path, format!("the header's model config: {e}")))?;
         Ok(header)
     }
 
@@ -177,7 +180,10 @@ impl Prefix {
         let body = (self.len + self.header_len) as u64;
         let mut end = body;
         for s in &header.sections {
-            let s_end = body + s.offset + s.len;
+            let s_end = body
+                .checked_add(s.offset)
+                .and_then(|e| e.checked_add(s.len))
+                .unwrap_or(u64::MAX);
             if s_end > file_len {
                 return Err(corrupt(
                     path,
@@ -304,7 +310,7 @@ impl Checkpoint {
             .read_to_end(&mut start)
             .map_err(|e| ModelError::io(path, e))?;
         let prefix = Prefix::parse(path, &start)?;
-        if (prefix.len + prefix.header_len) as u64 > len {
+        if prefix.len.saturating_add(prefix.header_len) as u64 > len {
             return Err(corrupt(path, "truncated inside the header"));
         }
         let mut header = start[prefix.len..].to_vec();

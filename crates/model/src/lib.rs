@@ -18,8 +18,8 @@
 //!   SHA-256 per section, verified on load), [`CheckpointDir`] (a run's checkpoints: the
 //!   newest valid one, damaged ones set aside), [`hub::Hub`] (the Hugging Face cache and
 //!   downloads), [`pretrained`] (`--model` values: directories, hub ids, checkpoints, runs).
-//!   Weights holding NaN or infinity are never saved and never loaded
-//!   ([`Gpt::check_finite`]).
+//!   Weights holding NaN or infinity are never saved ([`Checkpoint::from_model`]) and
+//!   never used by [`pretrained::load`] ([`Gpt::first_non_finite`]).
 //! - [`backend`]: the one place where Cargo features become Burn backend types.
 //!
 //! ```

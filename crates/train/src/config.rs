@@ -236,8 +236,8 @@ pub enum GuardAction {
 
 /// A guard against loss and gradient-norm spikes, after llm.c's outlier detector: a step
 /// whose loss or gradient norm lies more than `loss_z` / `grad_z` standard deviations
-/// above the mean of the last `window` (unskipped) steps is skipped or stops the run. It
-/// acts once the window is full.
+/// above the mean of the last `window` steps is skipped or stops the run. It acts once the
+/// window is full.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuardConfig {

@@ -1,10 +1,11 @@
 //! The spike guard: llm.c's outlier detector for the loss and the gradient norm.
 //!
-//! It keeps the last `window` losses and gradient norms of steps that were applied. A new
-//! step is a spike when its value lies more than `z` standard deviations above the window's
-//! mean. Spikes are judged against the window as it was, and a skipped step is not added to
-//! it, so one outlier does not widen the band for the next. Its state goes into checkpoints,
-//! so a resumed run judges exactly as an uninterrupted one.
+//! It keeps the last `window` losses and gradient norms. A new step is a spike when its value
+//! lies more than `z` standard deviations above the mean of the window before it. Every
+//! step joins the window, skipped or not, as in llm.c: a lasting shift in the loss (a new
+//! region of the data, say) is absorbed within a window instead of skipping every step
+//! after it. Its state goes into checkpoints, so a resumed run judges exactly as an
+//! uninterrupted one.
 
 use std::collections::VecDeque;
 
@@ -67,7 +68,7 @@ impl SpikeGuard {
             })
     }
 
-    /// Adds an applied step's values, dropping the oldest beyond `window`.
+    /// Adds a step's values, dropping the oldest beyond `window`.
     pub fn record(&mut self, config: &GuardConfig, loss: f64, grad_norm: f64) {
         for (history, value) in [(&mut self.losses, loss), (&mut self.grad_norms, grad_norm)] {
             history.push_back(value);

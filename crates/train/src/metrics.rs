@@ -2,7 +2,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,36 @@ pub struct Metrics {
     pub skipped: bool,
 }
 
+/// Rewrites `path` (if it exists) as `keep(its text)`, atomically.
+fn rewrite(path: &Path, keep: impl FnOnce(&str) -> String) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    llm_common::fs::atomic_write(path, keep(&text).as_bytes()).map_err(|e| TrainError::io(path, e))
+}
+
+const SAMPLE_HEADER: &str = "===== step ";
+
+/// The samples of `samples.txt` up to `step` (each starts with `===== step N =====`).
+fn samples_up_to(text: &str, step: usize) -> String {
+    let mut out = String::new();
+    let mut keep = true;
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix(SAMPLE_HEADER) {
+            let n = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<usize>().ok());
+            keep = n.is_some_and(|n| n <= step);
+        }
+        if keep {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// Writes metrics to the run directory as they come.
 pub struct MetricsLog {
     jsonl: PathBuf,
@@ -38,24 +68,31 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Opens the logs of a run. When resuming from `step`, lines logged after it by the
-    /// interrupted session are dropped, so every step appears once.
+    /// Opens the logs of a run. When resuming from `step`, what the interrupted session
+    /// logged after it (metrics lines, samples) is dropped, so every step appears once; a
+    /// fresh start begins new files.
     pub fn open(run: &RunDir, resume_step: Option<usize>) -> Result<Self> {
         let jsonl = run.metrics_path();
-        if let Some(step) = resume_step {
-            if jsonl.exists() {
-                let text =
-                    std::fs::read_to_string(&jsonl).map_err(|e| TrainError::io(&jsonl, e))?;
-                let kept: String = text
-                    .lines()
-                    .filter(|l| serde_json::from_str::<Metrics>(l).is_ok_and(|m| m.step <= step))
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                llm_common::fs::atomic_write(&jsonl, kept.as_bytes())
-                    .map_err(|e| TrainError::io(&jsonl, e))?;
+        let samples = run.samples_path();
+        match resume_step {
+            Some(step) => {
+                rewrite(&jsonl, |text| {
+                    text.lines()
+                        .filter(|l| {
+                            serde_json::from_str::<Metrics>(l).is_ok_and(|m| m.step <= step)
+                        })
+                        .map(|l| format!("{l}\n"))
+                        .collect()
+                })?;
+                rewrite(&samples, |text| samples_up_to(text, step))?;
             }
-        } else if jsonl.exists() {
-            std::fs::remove_file(&jsonl).map_err(|e| TrainError::io(&jsonl, e))?;
+            None => {
+                for path in [&jsonl, &samples] {
+                    if path.exists() {
+                        std::fs::remove_file(path).map_err(|e| TrainError::io(path, e))?;
+                    }
+                }
+            }
         }
         let mut events =
             EventWriter::create(run.root()).map_err(|e| TrainError::io(run.root(), e))?;
@@ -66,7 +103,7 @@ impl MetricsLog {
         }
         Ok(MetricsLog {
             jsonl,
-            samples: run.samples_path(),
+            samples,
             events,
         })
     }
@@ -114,7 +151,22 @@ impl MetricsLog {
             .append(true)
             .open(&self.samples)
             .map_err(|e| TrainError::io(&self.samples, e))?;
-        writeln!(f, "===== step {step} =====\n{text}\n")
+        writeln!(f, "{SAMPLE_HEADER}{step} =====\n{text}\n")
             .map_err(|e| TrainError::io(&self.samples, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_after_the_resumed_step_are_dropped() {
+        let text = "===== step 2 =====\nab\n\n===== step 4 =====\ncd\n===== x\n\n===== step 6 =====\nef\n\n";
+        assert_eq!(
+            samples_up_to(text, 4),
+            "===== step 2 =====\nab\n\n===== step 4 =====\ncd\n===== x\n\n"
+        );
+        assert_eq!(samples_up_to(text, 1), "");
     }
 }

@@ -19,6 +19,10 @@ use llm_model::CheckpointDir;
 
 use crate::error::{Result, TrainError};
 
+fn data_dir(root: &Path) -> PathBuf {
+    root.join("data")
+}
+
 /// A run directory that exists, is writable, and is this process's alone.
 #[derive(Debug)]
 pub struct RunDir {
@@ -46,7 +50,11 @@ impl RunDir {
         let probe = root.join(".write-test");
         llm_common::fs::atomic_write(&probe, b"ok").map_err(fail)?;
         std::fs::remove_file(&probe).map_err(fail)?;
-        for dir in [root, checkpoints.path()] {
+        let data = data_dir(root);
+        for dir in [root, checkpoints.path(), &data] {
+            if !dir.is_dir() {
+                continue;
+            }
             for (path, bytes) in remove_stale_temps(dir).map_err(fail)? {
                 tracing::warn!(
                     "removed {} ({:.1} MB), left by an interrupted write",
@@ -89,6 +97,6 @@ impl RunDir {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.root.join("data")
+        data_dir(&self.root)
     }
 }

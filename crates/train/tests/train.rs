@@ -478,6 +478,15 @@ fn a_bad_config_leaves_no_run_directory() {
     config.data.tokenizer = "no-such-tokenizer".into();
     assert!(run(config, &dir, false, None).is_err());
     assert!(!dir.exists(), "a run directory was left behind");
+    // A failure after the directory was made (a corpus shorter than one training row,
+    // found once it is tokenized): the directory this attempt created is removed again.
+    let short = tmp.path().join("short.txt");
+    std::fs::write(&short, "Too short to train on.").unwrap();
+    let mut config = tiny_config("never", 2);
+    config.data.inputs = vec![short];
+    let err = run(config, &dir, false, None).unwrap_err().to_string();
+    assert!(err.contains("tokens"), "{err}");
+    assert!(!dir.exists(), "a run directory was left behind");
 }
 
 #[test]

@@ -32,7 +32,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use llm_data::TokenBatches;
-use llm_model::{Checkpoint, Gpt2Config};
+use llm_model::{Checkpoint, Gpt2Config, ModelError};
 
 use crate::config::{GuardAction, TrainConfig};
 use crate::error::{Result, TrainError};
@@ -47,8 +47,8 @@ mod setup;
 
 use eval::{evaluate, sample};
 use setup::{
-    ensure_fresh, fresh_state, replicate, restore_state, write_resolved_config, Data, DataSource,
-    Plan, RunState,
+    check_resumable, ensure_fresh, fresh_state, replicate, restore_state, write_resolved_config,
+    Data, DataSource, Plan, RunState,
 };
 
 /// How to run: where, whether to resume, and how to be stopped.
@@ -220,8 +220,9 @@ impl<B: AutodiffBackend> Trainer<B> {
                     .progress_chars("=> "),
             )
         });
-        if !options.resume {
-            ensure_fresh(&run, &bar)?;
+        match options.resume {
+            true => check_resumable(&run, &plan)?,
+            false => ensure_fresh(&run, &bar)?,
         }
         let data = source.prepare(&config, &run, &bar)?;
         let device = &devices[0];
@@ -235,7 +236,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         };
         let replicas = replicate(state.model, state.optim, &config, &devices)?;
         parallel::join::<B>(&devices)?;
-        write_resolved_config(&config, &plan.model, &run)?;
+        // A resume past max_steps trains nothing: keep the config that the run was made with.
+        if state.step < config.schedule.max_steps {
+            write_resolved_config(&config, &plan.model, &run)?;
+        }
         let resumed_at = state.checkpoint.is_some().then_some(state.step);
         let log = MetricsLog::open(&run, resumed_at)?;
         say(
@@ -337,9 +341,9 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
         }
         let skipped = self.judge(loss, grad_norm)?;
+        self.guard.record(&self.config.guard, loss, grad_norm);
         if !skipped {
             parallel::apply(&mut self.replicas, grads, lr)?;
-            self.guard.record(&self.config.guard, loss, grad_norm);
         }
         self.step += 1;
         Ok(StepReport {
@@ -403,8 +407,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(true)
     }
 
-    /// What follows a step: evaluation (and the best checkpoint), metrics, a sample, a step
-    /// checkpoint, the progress line.
+    /// What follows a step, ordered so that a kill at any point resumes cleanly: the
+    /// validation loss, the metrics line and a sample come before the checkpoints that
+    /// record this step (`best.ckpt` on a new best, then the step checkpoint), then the
+    /// progress line.
     fn after_step(&mut self, report: &StepReport) -> Result<()> {
         self.session.losses.push(report.loss);
         self.session.train_secs += report.seconds;
@@ -425,6 +431,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         if sample {
             self.sample()?;
         }
+        if let Some(v) = val.filter(|&v| self.best_val.is_none_or(|b| v < b)) {
+            self.save_best(v)?;
+        }
         if save {
             self.save_step(val)?;
         }
@@ -432,8 +441,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(())
     }
 
-    /// The validation loss now; a new best is saved as `best.ckpt`. A non-finite value
-    /// stops the run before anything is saved.
+    /// The validation loss now. A non-finite value stops the run before anything is saved.
     fn evaluate(&mut self, report: &StepReport) -> Result<Option<f64>> {
         let r = &self.config.run;
         let model = self.lead().model.valid();
@@ -462,12 +470,6 @@ impl<B: AutodiffBackend> Trainer<B> {
                 v.exp()
             ),
         );
-        if self.best_val.is_none_or(|b| v < b) {
-            self.best_val = Some(v);
-            let path = self.run.checkpoints().best_path();
-            self.save(&path, Some(v))?;
-            self.last_checkpoint = Some(path);
-        }
         Ok(Some(v))
     }
 
@@ -484,14 +486,36 @@ impl<B: AutodiffBackend> Trainer<B> {
         })
     }
 
+    /// A sample from the run's prompt, into `samples.txt`. Weights or logits that are not
+    /// finite stop the run as diverged.
     fn sample(&mut self) -> Result<()> {
         let model = self.lead().model.valid();
-        let text = sample(&model, &self.data.tokenizer, &self.config, &self.devices[0])?;
+        if let Some(tensor) = model.first_non_finite() {
+            return Err(self.diverged(self.step, format!("weight {tensor} holds NaN or infinity")));
+        }
+        let text =
+            sample(&model, &self.data.tokenizer, &self.config, &self.devices[0]).map_err(|e| {
+                match e {
+                    TrainError::Model(ModelError::Input(m)) => {
+                        self.diverged(self.step, format!("sampling failed: {m}"))
+                    }
+                    other => other,
+                }
+            })?;
         self.log.sample(self.step, &text)?;
         say(
             &self.bar,
             &format!("--- sample at step {} ---\n{text}\n---", self.step),
         );
+        Ok(())
+    }
+
+    /// Saves `best.ckpt` for a new best validation loss `v`.
+    fn save_best(&mut self, v: f64) -> Result<()> {
+        self.best_val = Some(v);
+        let path = self.run.checkpoints().best_path();
+        self.save(&path, Some(v))?;
+        self.last_checkpoint = Some(path);
         Ok(())
     }
 
@@ -504,11 +528,19 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(())
     }
 
-    /// Writes a checkpoint of the lead replica, once it is known to be sound.
+    /// Writes a checkpoint of the lead replica once it is known to be sound: its weights
+    /// are finite (`Checkpoint::from_model` checks) and so is its loss on a validation
+    /// batch (`val`, if just measured). Anything else stops the run as diverged.
     fn save(&self, path: &Path, val: Option<f64>) -> Result<()> {
-        self.check_sound(val)?;
         let lead = self.lead();
-        let mut ckpt = Checkpoint::from_model(&lead.model, &self.plan.model)?;
+        let mut ckpt =
+            Checkpoint::from_model(&lead.model, &self.plan.model).map_err(|e| match e {
+                ModelError::NonFinite { tensor, .. } => {
+                    self.diverged(self.step, format!("weight {tensor} holds NaN or infinity"))
+                }
+                other => other.into(),
+            })?;
+        self.check_loss(val)?;
         let (decay, no_decay) = lead.optim.to_bytes()?;
         ckpt.set_section("optim.decay", decay);
         ckpt.set_section("optim.no_decay", no_decay);
@@ -525,17 +557,13 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(())
     }
 
-    /// A model is sound to save when its weights are finite and its loss on a validation
-    /// batch (`val`, if just measured; else one batch now, or one training batch when there
-    /// is no validation data) is finite. Anything else stops the run as diverged.
-    fn check_sound(&self, val: Option<f64>) -> Result<()> {
-        let model = self.lead().model.valid();
-        if let Some(tensor) = model.first_non_finite() {
-            return Err(self.diverged(self.step, format!("weight {tensor} holds NaN or infinity")));
-        }
+    /// The model's loss on a validation batch must be finite: `val` if just measured, else
+    /// one batch now (a training batch when there is no validation data).
+    fn check_loss(&self, val: Option<f64>) -> Result<()> {
         let probe = match val {
             Some(v) => Some(v),
             None => {
+                let model = self.lead().model.valid();
                 let (bs, t, dev) = (
                     self.config.run.batch_size,
                     self.plan.seq_len,

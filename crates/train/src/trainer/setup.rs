@@ -2,14 +2,14 @@
 //! (checked before anything is written), then a fresh start or the newest valid
 //! checkpoint, and a replica of the model on every device.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
 use llm_bpe::Gpt2Tokenizer;
 use llm_data::{Manifest, PrepareConfig, SamplerState, Sampling, ShardSet, TokenBatches};
-use llm_model::{CheckpointDir, Gpt, Gpt2Config};
+use llm_model::{Checkpoint, CheckpointDir, Gpt, Gpt2Config};
 use serde::{Deserialize, Serialize};
 
 use super::{say, warn};
@@ -274,6 +274,27 @@ pub(super) fn fresh_state<B: AutodiffBackend>(
     })
 }
 
+/// A resume must not change the model's shape or the batch shape: checked against the
+/// newest complete checkpoint's header before any data is prepared, and again against the
+/// checkpoint actually loaded.
+pub(super) fn check_resumable(run: &RunDir, plan: &Plan) -> Result<()> {
+    match run.checkpoints().newest_complete()? {
+        Some((_, info)) => same_shape(&info.config, plan),
+        None => Ok(()),
+    }
+}
+
+fn same_shape(checkpoint: &Gpt2Config, plan: &Plan) -> Result<()> {
+    let diffs = shape_differences(checkpoint, &plan.model);
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Resume(format!(
+        "the config changes the model's shape ({})",
+        diffs.join("; ")
+    )))
+}
+
 /// The state in the newest valid checkpoint (step or best, whichever is newer). Damaged
 /// ones are set aside with a warning that names the file and the fault; with none left,
 /// `None` (the run starts from step 0).
@@ -285,17 +306,7 @@ pub(super) fn restore_state<B: AutodiffBackend>(
     device: &B::Device,
     bar: &Option<ProgressBar>,
 ) -> Result<Option<State<B>>> {
-    let found = run.checkpoints().newest_valid(|s| {
-        warn(
-            bar,
-            &format!(
-                "{} (moved it to {}); falling back to an older checkpoint",
-                s.error,
-                s.moved_to.display()
-            ),
-        )
-    })?;
-    let Some((path, ckpt)) = found else {
+    let Some((path, ckpt)) = newest_valid(run, bar)? else {
         warn(
             bar,
             &format!(
@@ -305,21 +316,7 @@ pub(super) fn restore_state<B: AutodiffBackend>(
         );
         return Ok(None);
     };
-    let diffs = shape_differences(&ckpt.config, &plan.model);
-    if !diffs.is_empty() {
-        return Err(TrainError::Resume(format!(
-            "the config changes the model's shape ({})",
-            diffs.join("; ")
-        )));
-    }
-    let state: RunState = serde_json::from_value(ckpt.metadata.clone())
-        .map_err(|e| TrainError::Checkpoint(format!("{}: bad run state: {e}", path.display())))?;
-    if state.batches.batch_size != config.run.batch_size || state.batches.seq_len != plan.seq_len {
-        return Err(TrainError::Resume(format!(
-            "the batch shape changed from {}×{} to {}×{}",
-            state.batches.batch_size, state.batches.seq_len, config.run.batch_size, plan.seq_len
-        )));
-    }
+    let state = run_state(&path, &ckpt, config, plan)?;
     let section = |name: &str| {
         ckpt.section(name)
             .ok_or_else(|| TrainError::Checkpoint(format!("{}: no {name} section", path.display())))
@@ -343,6 +340,40 @@ pub(super) fn restore_state<B: AutodiffBackend>(
         guard: state.guard,
         checkpoint: Some(path),
     }))
+}
+
+/// The newest checkpoint that loads and verifies, warning about each damaged one.
+fn newest_valid(run: &RunDir, bar: &Option<ProgressBar>) -> Result<Option<(PathBuf, Checkpoint)>> {
+    Ok(run.checkpoints().newest_valid(|s| {
+        warn(
+            bar,
+            &format!(
+                "{} (moved it to {}); falling back to an older checkpoint",
+                s.error,
+                s.moved_to.display()
+            ),
+        )
+    })?)
+}
+
+/// The run state a checkpoint records, checked to fit this config.
+fn run_state(
+    path: &Path,
+    ckpt: &Checkpoint,
+    config: &TrainConfig,
+    plan: &Plan,
+) -> Result<RunState> {
+    same_shape(&ckpt.config, plan)?;
+    let state: RunState = serde_json::from_value(ckpt.metadata.clone())
+        .map_err(|e| TrainError::Checkpoint(format!("{}: bad run state: {e}", path.display())))?;
+    let (b, t) = (state.batches.batch_size, state.batches.seq_len);
+    if (b, t) != (config.run.batch_size, plan.seq_len) {
+        return Err(TrainError::Resume(format!(
+            "the batch shape changed from {b}×{t} to {}×{}",
+            config.run.batch_size, plan.seq_len
+        )));
+    }
+    Ok(state)
 }
 
 /// The lead model and optimizer, and a copy of each on every other device.
