@@ -87,6 +87,162 @@ fn count_pieces<'a>(texts: &[&'a str], specials: &[String]) -> FxHashMap<&'a str
         })
 }
 
+/// The vocabulary as it grows: each token's bytes, and the id of each byte string.
+struct Vocab {
+    decoder: Vec<Vec<u8>>,
+    by_bytes: FxHashMap<Vec<u8>, u32>,
+}
+
+impl Vocab {
+    /// The 256 single bytes in GPT-2's id order, and the id of each byte.
+    fn bytes() -> (Self, [u32; 256]) {
+        let order = byte_order();
+        let mut byte_id = [0u32; 256];
+        for (id, &b) in order.iter().enumerate() {
+            byte_id[b as usize] = id as u32;
+        }
+        let decoder: Vec<Vec<u8>> = order.iter().map(|&b| vec![b]).collect();
+        let by_bytes = decoder
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.clone(), i as u32))
+            .collect();
+        (Vocab { decoder, by_bytes }, byte_id)
+    }
+
+    fn len(&self) -> usize {
+        self.decoder.len()
+    }
+
+    /// The id of token `l` followed by token `r`, added if it is new.
+    fn join(&mut self, l: u32, r: u32) -> u32 {
+        let mut bytes = self.decoder[l as usize].clone();
+        bytes.extend_from_slice(&self.decoder[r as usize]);
+        if let Some(&id) = self.by_bytes.get(&bytes) {
+            return id;
+        }
+        let id = self.decoder.len() as u32;
+        self.by_bytes.insert(bytes.clone(), id);
+        self.decoder.push(bytes);
+        id
+    }
+}
+
+/// The corpus's distinct words as token ids with their counts, and the count of every
+/// adjacent pair, kept up to date as pairs merge. A heap holds the candidates for the most
+/// frequent pair; stale entries are skipped when popped.
+struct Pairs {
+    words: Vec<Vec<u32>>,
+    freq: Vec<i64>,
+    count: FxHashMap<u64, i64>,
+    /// The words each pair occurs in.
+    words_of: FxHashMap<u64, FxHashSet<u32>>,
+    /// Max-heap on count; among equal counts the smallest pair key wins.
+    heap: BinaryHeap<(i64, Reverse<u64>)>,
+}
+
+impl Pairs {
+    fn new(counts: FxHashMap<&str, u64>, byte_id: &[u32; 256]) -> Self {
+        // Sort the words so that training does not depend on hash-map order.
+        let mut pieces: Vec<(&str, u64)> = counts.into_iter().collect();
+        pieces.sort_unstable();
+        let words: Vec<Vec<u32>> = pieces
+            .iter()
+            .map(|(p, _)| p.bytes().map(|b| byte_id[b as usize]).collect())
+            .collect();
+        let freq: Vec<i64> = pieces.iter().map(|&(_, c)| c as i64).collect();
+        let mut count: FxHashMap<u64, i64> = FxHashMap::default();
+        let mut words_of: FxHashMap<u64, FxHashSet<u32>> = FxHashMap::default();
+        for (w, word) in words.iter().enumerate() {
+            for p in word.windows(2) {
+                let k = key(p[0], p[1]);
+                *count.entry(k).or_insert(0) += freq[w];
+                words_of.entry(k).or_default().insert(w as u32);
+            }
+        }
+        let heap = count.iter().map(|(&k, &c)| (c, Reverse(k))).collect();
+        Pairs {
+            words,
+            freq,
+            count,
+            words_of,
+            heap,
+        }
+    }
+
+    /// The most frequent pair, if it is seen at least `min_frequency` times.
+    fn best(&mut self, min_frequency: u64) -> Option<(u32, u32)> {
+        while let Some((count, Reverse(k))) = self.heap.pop() {
+            let current = self.count.get(&k).copied().unwrap_or(0);
+            if current != count {
+                if current > 0 {
+                    self.heap.push((current, Reverse(k)));
+                }
+                continue;
+            }
+            if (count as u64) < min_frequency {
+                return None;
+            }
+            return Some(((k >> 32) as u32, k as u32));
+        }
+        None
+    }
+
+    /// Replaces every `l r` in every word that holds it with `new_id`, and updates the
+    /// counts of the pairs around it.
+    fn merge(&mut self, l: u32, r: u32, new_id: u32) {
+        let k = key(l, r);
+        let mut affected: Vec<u32> = self
+            .words_of
+            .remove(&k)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        affected.sort_unstable();
+        let mut changed: FxHashSet<u64> = FxHashSet::default();
+        for w in affected {
+            let word = &mut self.words[w as usize];
+            let f = self.freq[w as usize];
+            for p in word.windows(2) {
+                let pk = key(p[0], p[1]);
+                *self.count.get_mut(&pk).expect("counted") -= f;
+                changed.insert(pk);
+            }
+            *word = merged(word, l, r, new_id);
+            for p in word.windows(2) {
+                let pk = key(p[0], p[1]);
+                *self.count.entry(pk).or_insert(0) += f;
+                self.words_of.entry(pk).or_default().insert(w);
+                changed.insert(pk);
+            }
+        }
+        self.count.remove(&k);
+        for &pk in &changed {
+            if let Some(&c) = self.count.get(&pk) {
+                if c > 0 {
+                    self.heap.push((c, Reverse(pk)));
+                }
+            }
+        }
+    }
+}
+
+/// `word` with every `l r`, left to right, replaced by `new_id`.
+fn merged(word: &[u32], l: u32, r: u32, new_id: u32) -> Vec<u32> {
+    let mut out = Vec::with_capacity(word.len());
+    let mut i = 0;
+    while i < word.len() {
+        if i + 1 < word.len() && word[i] == l && word[i + 1] == r {
+            out.push(new_id);
+            i += 2;
+        } else {
+            out.push(word[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Trains a byte-level BPE tokenizer on `texts`.
 pub fn train(texts: &[&str], config: &TrainerConfig) -> Result<Gpt2Tokenizer> {
     let n_special = config.special_tokens.len();
@@ -100,127 +256,30 @@ pub fn train(texts: &[&str], config: &TrainerConfig) -> Result<Gpt2Tokenizer> {
     if counts.is_empty() {
         return Err(BpeError::Train("the corpus is empty".into()));
     }
-
-    let order = byte_order();
-    let mut byte_id = [0u32; 256];
-    for (id, &b) in order.iter().enumerate() {
-        byte_id[b as usize] = id as u32;
-    }
-    let mut decoder: Vec<Vec<u8>> = order.iter().map(|&b| vec![b]).collect();
-    let mut by_bytes: FxHashMap<Vec<u8>, u32> = decoder
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (b.clone(), i as u32))
-        .collect();
-
-    // Sort the words so that training does not depend on hash-map order.
-    let mut pieces: Vec<(&str, u64)> = counts.into_iter().collect();
-    pieces.sort_unstable();
-    let mut words: Vec<Vec<u32>> = pieces
-        .iter()
-        .map(|(p, _)| p.bytes().map(|b| byte_id[b as usize]).collect())
-        .collect();
-    let freq: Vec<i64> = pieces.iter().map(|&(_, c)| c as i64).collect();
-
-    let mut pair_count: FxHashMap<u64, i64> = FxHashMap::default();
-    let mut pair_words: FxHashMap<u64, FxHashSet<u32>> = FxHashMap::default();
-    for (w, word) in words.iter().enumerate() {
-        for p in word.windows(2) {
-            let k = key(p[0], p[1]);
-            *pair_count.entry(k).or_insert(0) += freq[w];
-            pair_words.entry(k).or_default().insert(w as u32);
-        }
-    }
-    // Max-heap on count; among equal counts the smallest pair key wins.
-    let mut heap: BinaryHeap<(i64, Reverse<u64>)> =
-        pair_count.iter().map(|(&k, &c)| (c, Reverse(k))).collect();
-
+    let (mut vocab, byte_id) = Vocab::bytes();
+    let mut pairs = Pairs::new(counts, &byte_id);
     let target = config.vocab_size - n_special;
     let mut merges: Vec<(u32, u32)> = Vec::with_capacity(target.saturating_sub(256));
-    let mut changed: FxHashSet<u64> = FxHashSet::default();
-    while decoder.len() < target {
-        let Some((count, Reverse(k))) = heap.pop() else {
+    while vocab.len() < target {
+        let Some((l, r)) = pairs.best(config.min_frequency.max(1)) else {
             break;
         };
-        let current = pair_count.get(&k).copied().unwrap_or(0);
-        if current != count {
-            if current > 0 {
-                heap.push((current, Reverse(k)));
-            }
-            continue;
-        }
-        if (count as u64) < config.min_frequency.max(1) {
-            break;
-        }
-        let (l, r) = ((k >> 32) as u32, k as u32);
-        let mut bytes = decoder[l as usize].clone();
-        bytes.extend_from_slice(&decoder[r as usize]);
-        let new_id = match by_bytes.get(&bytes) {
-            Some(&id) => id,
-            None => {
-                let id = decoder.len() as u32;
-                by_bytes.insert(bytes.clone(), id);
-                decoder.push(bytes);
-                id
-            }
-        };
+        let new_id = vocab.join(l, r);
         merges.push((l, r));
-
-        let mut affected: Vec<u32> = pair_words
-            .remove(&k)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        affected.sort_unstable();
-        changed.clear();
-        for w in affected {
-            let word = &mut words[w as usize];
-            let f = freq[w as usize];
-            for p in word.windows(2) {
-                let pk = key(p[0], p[1]);
-                *pair_count.get_mut(&pk).expect("counted") -= f;
-                changed.insert(pk);
-            }
-            let mut merged = Vec::with_capacity(word.len());
-            let mut i = 0;
-            while i < word.len() {
-                if i + 1 < word.len() && word[i] == l && word[i + 1] == r {
-                    merged.push(new_id);
-                    i += 2;
-                } else {
-                    merged.push(word[i]);
-                    i += 1;
-                }
-            }
-            *word = merged;
-            for p in word.windows(2) {
-                let pk = key(p[0], p[1]);
-                *pair_count.entry(pk).or_insert(0) += f;
-                pair_words.entry(pk).or_default().insert(w);
-                changed.insert(pk);
-            }
-        }
-        pair_count.remove(&k);
-        for &pk in &changed {
-            if let Some(&c) = pair_count.get(&pk) {
-                if c > 0 {
-                    heap.push((c, Reverse(pk)));
-                }
-            }
-        }
+        pairs.merge(l, r, new_id);
         if merges.len().is_multiple_of(1000) {
-            tracing::debug!(merges = merges.len(), vocab = decoder.len(), "training BPE");
+            tracing::debug!(merges = merges.len(), vocab = vocab.len(), "training BPE");
         }
     }
-    if decoder.len() < target {
+    if vocab.len() < target {
         tracing::warn!(
             "the corpus supports only {} tokens at min_frequency {}: stopping below vocab_size {}",
-            decoder.len() + n_special,
+            vocab.len() + n_special,
             config.min_frequency,
             config.vocab_size
         );
     }
-    Gpt2Tokenizer::from_parts(decoder, merges, &config.special_tokens)
+    Gpt2Tokenizer::from_parts(vocab.decoder, merges, &config.special_tokens)
 }
 
 #[cfg(test)]

@@ -175,6 +175,31 @@ struct SplitWriter {
 }
 
 impl SplitWriter {
+    /// Writes the last partial shard; returns the split's manifest entry, with a SHA-256
+    /// of every shard.
+    fn finish(self) -> Result<SplitEntry> {
+        let shards = self
+            .shards
+            .finish()?
+            .into_iter()
+            .map(|(path, n)| {
+                Ok(ShardEntry {
+                    file: path
+                        .file_name()
+                        .expect("a file")
+                        .to_string_lossy()
+                        .into_owned(),
+                    tokens: n,
+                    sha256: sha256_hex(&path)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(SplitEntry {
+            tokens: self.tokens,
+            shards,
+        })
+    }
+
     fn push_document(&mut self, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             return Ok(());
@@ -229,6 +254,57 @@ pub fn prepare(
     config: &PrepareConfig,
     progress: Progress<'_>,
 ) -> Result<PrepareReport> {
+    check_settings(config, out)?;
+    let files = input_files(inputs)?;
+    let inputs = input_list(&files)?;
+    let total_bytes: u64 = inputs.iter().map(|(_, size)| size).sum();
+    let n_docs = count_documents(&files, &config.text_field)?;
+    let by_document = n_docs >= DOC_SPLIT_MIN_DOCS;
+
+    std::fs::create_dir_all(out).map_err(|e| DataError::io(out, e))?;
+    let kind = TokenType::for_vocab(tok.vocab_size());
+    let mut splits = Splits::new(out, kind, tok.eot_id(), config, by_document);
+    tokenize_into(&mut splits, &files, tok, config, total_bytes, progress)?;
+    let tokens = splits.train.tokens + splits.val.tokens;
+    if tokens == 0 {
+        return Err(DataError::TooSmall("the corpus is empty: no tokens".into()));
+    }
+    let (train, val) = splits.finish()?;
+    let manifest = Manifest {
+        format: "llm-e2e token shards".into(),
+        version: MANIFEST_VERSION,
+        tokenizer: TokenizerEntry {
+            name: tokenizer_name.to_string(),
+            vocab_size: tok.vocab_size(),
+            eot_id: tok.eot_id(),
+        },
+        token_type: kind,
+        split_method: if by_document {
+            "documents"
+        } else {
+            "within-documents"
+        }
+        .into(),
+        val_fraction: config.val_fraction,
+        documents: n_docs,
+        inputs,
+        train,
+        val,
+    };
+    let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+    let path = out.join("manifest.json");
+    llm_common::fs::atomic_write(&path, json.as_bytes()).map_err(|e| DataError::io(&path, e))?;
+    let removed = remove_unlisted_shards(out, &manifest)?;
+    Ok(PrepareReport {
+        manifest,
+        bytes: total_bytes,
+        tokens,
+        removed,
+    })
+}
+
+/// Refuses settings that cannot work, before anything is read or written.
+fn check_settings(config: &PrepareConfig, out: &Path) -> Result<()> {
     check_fraction(config.val_fraction)?;
     if config.shard_tokens == 0 {
         return Err(DataError::Invalid("shard_tokens must be positive".into()));
@@ -239,6 +315,11 @@ pub fn prepare(
             "is a file: the output of prepare is a directory (it is created if missing)",
         ));
     }
+    Ok(())
+}
+
+/// The corpus files under `inputs`; none at all is an error naming the inputs.
+fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let files = collect_inputs(inputs)?;
     if files.is_empty() {
         let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
@@ -247,29 +328,78 @@ pub fn prepare(
             names.join(", ")
         )));
     }
-    let inputs = input_list(&files)?;
-    let total_bytes: u64 = inputs.iter().map(|(_, size)| size).sum();
-    let n_docs = count_documents(&files, &config.text_field)?;
-    let by_document = n_docs >= DOC_SPLIT_MIN_DOCS;
+    Ok(files)
+}
 
-    std::fs::create_dir_all(out).map_err(|e| DataError::io(out, e))?;
-    let kind = TokenType::for_vocab(tok.vocab_size());
-    let eot = tok.eot_id();
-    let mut train = SplitWriter {
-        shards: ShardWriter::new(out, "train", kind, config.shard_tokens),
-        eot,
-        tokens: 0,
-    };
-    let mut val = SplitWriter {
-        shards: ShardWriter::new(out, "val", kind, config.shard_tokens),
-        eot,
-        tokens: 0,
-    };
+/// The train and validation shard streams, and the rule that deals documents to them.
+struct Splits {
+    train: SplitWriter,
+    val: SplitWriter,
+    val_fraction: f64,
+    by_document: bool,
+    doc_index: usize,
+}
 
-    let mut doc_index = 0;
+impl Splits {
+    fn new(
+        out: &Path,
+        kind: TokenType,
+        eot: Option<u32>,
+        config: &PrepareConfig,
+        by_document: bool,
+    ) -> Self {
+        let writer = |split| SplitWriter {
+            shards: ShardWriter::new(out, split, kind, config.shard_tokens),
+            eot,
+            tokens: 0,
+        };
+        Splits {
+            train: writer("train"),
+            val: writer("val"),
+            val_fraction: config.val_fraction,
+            by_document,
+            doc_index: 0,
+        }
+    }
+
+    /// A whole document to one split (by a seeded hash of its index), or its head to
+    /// train and its tail to validation.
+    fn push(&mut self, tokens: &[u32]) -> Result<()> {
+        if self.by_document {
+            let split = if doc_hash(self.doc_index) < self.val_fraction {
+                &mut self.val
+            } else {
+                &mut self.train
+            };
+            split.push_document(tokens)?;
+        } else {
+            let cut = ((tokens.len() as f64) * (1.0 - self.val_fraction)).floor() as usize;
+            self.train.push_document(&tokens[..cut])?;
+            self.val.push_document(&tokens[cut..])?;
+        }
+        self.doc_index += 1;
+        Ok(())
+    }
+
+    /// Writes the last shards and returns the manifest's entries for train and val.
+    fn finish(self) -> Result<(SplitEntry, SplitEntry)> {
+        Ok((self.train.finish()?, self.val.finish()?))
+    }
+}
+
+/// Reads the documents a batch at a time, tokenizes each batch in parallel and deals the
+/// tokens to the splits, reporting progress in input bytes.
+fn tokenize_into(
+    splits: &mut Splits,
+    files: &[PathBuf],
+    tok: &Gpt2Tokenizer,
+    config: &PrepareConfig,
+    total_bytes: u64,
+    progress: Progress<'_>,
+) -> Result<()> {
     let mut done_bytes = 0u64;
     let mut batch: Vec<Document> = Vec::new();
-    let mut docs = documents(&files, &config.text_field).peekable();
+    let mut docs = documents(files, &config.text_field).peekable();
     while docs.peek().is_some() {
         batch.clear();
         let mut batch_bytes = 0;
@@ -284,77 +414,13 @@ pub fn prepare(
             }
         }
         for tokens in tokenize(tok, &batch) {
-            if by_document {
-                let split = if doc_hash(doc_index) < config.val_fraction {
-                    &mut val
-                } else {
-                    &mut train
-                };
-                split.push_document(&tokens)?;
-            } else {
-                let cut = ((tokens.len() as f64) * (1.0 - config.val_fraction)).floor() as usize;
-                train.push_document(&tokens[..cut])?;
-                val.push_document(&tokens[cut..])?;
-            }
-            doc_index += 1;
+            splits.push(&tokens)?;
         }
         done_bytes = (done_bytes + batch_bytes as u64).min(total_bytes);
         progress(done_bytes, total_bytes);
     }
     progress(total_bytes, total_bytes);
-    if train.tokens + val.tokens == 0 {
-        return Err(DataError::TooSmall("the corpus is empty: no tokens".into()));
-    }
-
-    let entry = |written: Vec<(PathBuf, usize)>, tokens: usize| -> Result<SplitEntry> {
-        let shards = written
-            .into_iter()
-            .map(|(path, n)| {
-                Ok(ShardEntry {
-                    file: path
-                        .file_name()
-                        .expect("a file")
-                        .to_string_lossy()
-                        .into_owned(),
-                    tokens: n,
-                    sha256: sha256_hex(&path)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(SplitEntry { tokens, shards })
-    };
-    let (train_tokens, val_tokens) = (train.tokens, val.tokens);
-    let manifest = Manifest {
-        format: "llm-e2e token shards".into(),
-        version: MANIFEST_VERSION,
-        tokenizer: TokenizerEntry {
-            name: tokenizer_name.to_string(),
-            vocab_size: tok.vocab_size(),
-            eot_id: eot,
-        },
-        token_type: kind,
-        split_method: if by_document {
-            "documents"
-        } else {
-            "within-documents"
-        }
-        .into(),
-        val_fraction: config.val_fraction,
-        documents: n_docs,
-        inputs,
-        train: entry(train.shards.finish()?, train_tokens)?,
-        val: entry(val.shards.finish()?, val_tokens)?,
-    };
-    let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-    let path = out.join("manifest.json");
-    llm_common::fs::atomic_write(&path, json.as_bytes()).map_err(|e| DataError::io(&path, e))?;
-    let removed = remove_unlisted_shards(out, &manifest)?;
-    Ok(PrepareReport {
-        manifest,
-        bytes: total_bytes,
-        tokens: train_tokens + val_tokens,
-        removed,
-    })
+    Ok(())
 }
 
 /// Deletes the shards in `out` that `manifest` does not list: left by an earlier, larger
