@@ -1,6 +1,8 @@
 //! Value parsers for flags, so that a bad value is refused by name before any work
 //! (`invalid value '0' for '--top-k <TOP_K>': must be at least 1`).
 
+use llm_model::GenerateConfig;
+
 /// A count of at least 1.
 pub fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
@@ -10,16 +12,17 @@ pub fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A sampling temperature: a finite number ≥ 0, where 0 is greedy.
+/// A sampling temperature, by the rule of `GenerateConfig::validate` (finite, ≥ 0; 0 is
+/// greedy).
 pub fn temperature(s: &str) -> Result<f32, String> {
     let t: f32 = s
         .parse()
         .map_err(|e| format!("{e} (expected a number ≥ 0)"))?;
-    if t.is_finite() && t >= 0.0 {
-        Ok(t)
-    } else {
-        Err("must be a finite number ≥ 0 (0 is greedy)".into())
-    }
+    let config = GenerateConfig {
+        temperature: t,
+        ..Default::default()
+    };
+    config.validate().map(|()| t).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -11,14 +11,29 @@
 //!
 //! It prints `failpoint <point>: paused` on stderr and sleeps until it is killed. The fault
 //! tests (`xtask/tests/faults.rs`) use this to `kill -9` a run at exact moments; nothing
-//! else sets the variable, and when it is unset a check costs one environment lookup.
+//! else sets the variable. It is read once per process; unset, a check is one load.
 
 /// The environment variable that arms a failpoint.
 pub const ENV: &str = "LLM_E2E_FAILPOINT";
 
-/// Pauses forever if `point` is the armed failpoint.
-pub fn check(point: &str) {
-    if std::env::var(ENV).is_ok_and(|armed| armed == point) {
+/// The armed failpoint, read from the environment once.
+fn armed() -> Option<&'static str> {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ARMED.get_or_init(|| std::env::var(ENV).ok()).as_deref()
+}
+
+/// Whether any failpoint is armed (a writer then writes in two halves).
+pub fn is_armed() -> bool {
+    armed().is_some()
+}
+
+/// Pauses forever if `point()` is the armed failpoint; `point` runs only when one is armed.
+pub fn check(point: impl FnOnce() -> String) {
+    let Some(armed) = armed() else {
+        return;
+    };
+    let point = point();
+    if point == armed {
         eprintln!("failpoint {point}: paused");
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));

@@ -37,10 +37,10 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> io::Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let result = (|| {
         let mut f = File::create(&tmp)?;
-        if std::env::var_os(failpoint::ENV).is_some() {
+        if failpoint::is_armed() {
             f.write_all(&contents[..contents.len() / 2])?;
             f.sync_all()?;
-            failpoint::check(&format!("mid-write:{name}"));
+            failpoint::check(|| format!("mid-write:{name}"));
             f.write_all(&contents[contents.len() / 2..])?;
         } else {
             f.write_all(contents)?;
@@ -57,7 +57,7 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     if result.is_ok() {
-        failpoint::check(&format!("after-rename:{name}"));
+        failpoint::check(|| format!("after-rename:{name}"));
     }
     result
 }
@@ -94,7 +94,6 @@ pub fn remove_stale_temps(dir: &Path) -> io::Result<Vec<(PathBuf, u64)>> {
 #[derive(Debug)]
 pub struct DirLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl DirLock {
@@ -130,12 +129,7 @@ impl DirLock {
         }
         file.set_len(0)?;
         write!(file, "{}", std::process::id())?;
-        Ok(DirLock { _file: file, path })
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(DirLock { _file: file })
     }
 }
 

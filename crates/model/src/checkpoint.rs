@@ -93,8 +93,8 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 fn corrupt(path: &Path, what: impl Into<String>) -> ModelError {
@@ -254,7 +254,11 @@ impl Checkpoint {
 
     /// Writes the checkpoint to `path` atomically, with a SHA-256 of every section.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let hashes: Vec<[u8; 32]> = self.sections.par_iter().map(|(_, b)| sha256(b)).collect();
+        let hashes: Vec<String> = self
+            .sections
+            .par_iter()
+            .map(|(_, b)| sha256_hex(b))
+            .collect();
         let mut offset = 0u64;
         let sections = self
             .sections
@@ -265,7 +269,7 @@ impl Checkpoint {
                     name: name.clone(),
                     offset,
                     len: bytes.len() as u64,
-                    sha256: Some(hex(hash)),
+                    sha256: Some(hash.clone()),
                 };
                 offset += bytes.len() as u64;
                 entry
@@ -347,7 +351,7 @@ impl Checkpoint {
         let mismatch = header.sections.par_iter().find_first(|s| {
             s.sha256
                 .as_ref()
-                .is_some_and(|want| *want != hex(&sha256(&bytes[range(s)])))
+                .is_some_and(|want| *want != sha256_hex(&bytes[range(s)]))
         });
         if let Some(s) = mismatch {
             return Err(corrupt(

@@ -306,7 +306,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
             let report = self.train_step()?;
             self.after_step(&report)?;
-            llm_common::failpoint::check(&format!("after-step:{}", self.step));
+            llm_common::failpoint::check(|| format!("after-step:{}", self.step));
         }
         if outcome == Outcome::Interrupted && self.step > 0 {
             let path = self.run.checkpoints().step_path(self.step);
@@ -490,9 +490,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// finite stop the run as diverged.
     fn sample(&mut self) -> Result<()> {
         let model = self.lead().model.valid();
-        if let Some(tensor) = model.first_non_finite() {
-            return Err(self.diverged(self.step, format!("weight {tensor} holds NaN or infinity")));
-        }
+        model.check_finite().map_err(|e| self.model_error(e))?;
         let text =
             sample(&model, &self.data.tokenizer, &self.config, &self.devices[0]).map_err(|e| {
                 match e {
@@ -533,13 +531,8 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// batch (`val`, if just measured). Anything else stops the run as diverged.
     fn save(&self, path: &Path, val: Option<f64>) -> Result<()> {
         let lead = self.lead();
-        let mut ckpt =
-            Checkpoint::from_model(&lead.model, &self.plan.model).map_err(|e| match e {
-                ModelError::NonFinite { tensor, .. } => {
-                    self.diverged(self.step, format!("weight {tensor} holds NaN or infinity"))
-                }
-                other => other.into(),
-            })?;
+        let mut ckpt = Checkpoint::from_model(&lead.model, &self.plan.model)
+            .map_err(|e| self.model_error(e))?;
         self.check_loss(val)?;
         let (decay, no_decay) = lead.optim.to_bytes()?;
         ckpt.set_section("optim.decay", decay);
@@ -580,6 +573,16 @@ impl<B: AutodiffBackend> Trainer<B> {
                 Err(self.diverged(self.step, format!("the loss on a validation batch is {v}")))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// A model error, with non-finite weights reported as the run diverging.
+    fn model_error(&self, e: ModelError) -> TrainError {
+        match e {
+            ModelError::NonFinite { tensor, .. } => {
+                self.diverged(self.step, format!("weight {tensor} holds NaN or infinity"))
+            }
+            other => other.into(),
         }
     }
 
