@@ -6,6 +6,7 @@
 mod args;
 mod backends;
 mod data_cmd;
+mod finetune_cmd;
 mod model_cmd;
 mod pretrain_cmd;
 mod tokenizer;
@@ -50,6 +51,10 @@ enum Command {
     Backends(backends::BackendsArgs),
     /// Pre-train a GPT (default: a small GPT on Shakespeare, on the CPU), or continue a run.
     Pretrain(pretrain_cmd::PretrainArgs),
+    /// Fine-tune a trained GPT on a task (classify), or continue such a run.
+    Finetune(finetune_cmd::FinetuneArgs),
+    /// Label texts with a fine-tuned classifier: prints the label and its probability.
+    Classify(finetune_cmd::ClassifyArgs),
 }
 
 #[global_allocator]
@@ -82,6 +87,11 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(130),
             other => other.map(|_| ()),
         },
+        Command::Finetune(args) => match finetune_cmd::finetune(args) {
+            Ok(false) => return ExitCode::from(130),
+            other => other.map(|_| ()),
+        },
+        Command::Classify(args) => finetune_cmd::classify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -36,37 +36,48 @@ pub fn default_backend() -> String {
     BackendKind::default_compiled().map_or("flex".into(), |k| k.name().into())
 }
 
-struct Resolved {
-    source: ModelSource,
-    tokenizer: Gpt2Tokenizer,
-    backend: BackendKind,
+pub(crate) struct Resolved {
+    pub(crate) source: ModelSource,
+    pub(crate) tokenizer: Gpt2Tokenizer,
+    /// The tokenizer, as `--tokenizer` takes it.
+    pub(crate) tokenizer_name: String,
+    pub(crate) backend: BackendKind,
 }
 
 fn resolve(args: &ModelArgs) -> Result<Resolved> {
-    let backend: BackendKind = args.backend.parse()?;
+    resolve_model(&args.model, args.tokenizer.as_deref(), &args.backend)
+}
+
+/// A `--model` value, its tokenizer (`--tokenizer`, else the model's own) and the backend.
+pub(crate) fn resolve_model(
+    model: &str,
+    tokenizer: Option<&str>,
+    backend: &str,
+) -> Result<Resolved> {
+    let backend: BackendKind = backend.parse()?;
     let hub = Hub::from_env()?;
-    let source = pretrained::locate(&args.model, &hub)?;
-    if let (true, ModelSource::Checkpoint(path)) = (Path::new(&args.model).is_dir(), &source) {
+    let source = pretrained::locate(model, &hub)?;
+    if let (true, ModelSource::Checkpoint(path)) = (Path::new(model).is_dir(), &source) {
         eprintln!("using {}", describe_checkpoint(path)?);
     }
-    let tokenizer = match (&args.tokenizer, &source) {
-        (Some(spec), _) => Gpt2Tokenizer::load(spec)?,
+    let spec = match (tokenizer, &source) {
+        (Some(spec), _) => spec.to_string(),
         (None, ModelSource::HfDir(dir))
             if dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file() =>
         {
-            Gpt2Tokenizer::from_dir(dir)?
+            dir.display().to_string()
         }
-        (None, ModelSource::Checkpoint(path)) => {
-            match Checkpoint::load(path)?.metadata["tokenizer"].as_str() {
-                Some(spec) => Gpt2Tokenizer::load(spec)
-                    .with_context(|| format!("loading the checkpoint's tokenizer {spec:?}"))?,
-                None => Gpt2Tokenizer::gpt2(),
-            }
-        }
-        (None, _) => Gpt2Tokenizer::gpt2(),
+        (None, ModelSource::Checkpoint(path)) => Checkpoint::inspect(path)?.metadata["tokenizer"]
+            .as_str()
+            .unwrap_or("gpt2")
+            .to_string(),
+        (None, _) => "gpt2".to_string(),
     };
+    let tokenizer = Gpt2Tokenizer::load(&spec)
+        .with_context(|| format!("loading the model's tokenizer {spec:?}"))?;
     Ok(Resolved {
         source,
+        tokenizer_name: spec,
         tokenizer,
         backend,
     })
@@ -89,7 +100,7 @@ fn describe_checkpoint(path: &Path) -> Result<String> {
 }
 
 /// Checks that every id the tokenizer can produce is a token of the model.
-fn check_vocab(tokenizer: &Gpt2Tokenizer, model_vocab: usize) -> Result<()> {
+pub(crate) fn check_vocab(tokenizer: &Gpt2Tokenizer, model_vocab: usize) -> Result<()> {
     if tokenizer.vocab_size() > model_vocab {
         bail!(
             "the tokenizer ({}) has {} tokens but the model only {}: pass the model's tokenizer with --tokenizer",
@@ -340,6 +351,10 @@ pub struct ExportArgs {
     /// Directory to write `config.json` and `model.safetensors` into (Hugging Face layout).
     #[arg(long)]
     out: PathBuf,
+    /// Fold LoRA adapters into the weights (`W + A·B·alpha/rank`): a fine-tuning run with
+    /// `--lora` saves only adapters, which a Hugging Face directory cannot hold.
+    #[arg(long)]
+    merge: bool,
 }
 
 struct ExportTask<'a> {
@@ -351,7 +366,16 @@ impl BackendTask for ExportTask<'_> {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        let (model, config) = pretrained::load::<B>(&self.resolved.source, &device)?;
+        let (mut model, config) = pretrained::load::<B>(&self.resolved.source, &device)?;
+        if model.has_lora() {
+            if !self.args.merge {
+                bail!(
+                    "the model carries LoRA adapters: pass --merge to fold them into the weights"
+                );
+            }
+            model = model.merge_lora();
+            println!("merged the LoRA adapters into the weights");
+        }
         llm_model::weights::save_hf_dir(&model, &config, &self.args.out)?;
         println!("wrote {}", self.args.out.display());
         Ok(())

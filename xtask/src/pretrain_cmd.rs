@@ -56,6 +56,23 @@ impl AutodiffTask for Job {
     }
 }
 
+/// A flag that Ctrl-C raises: the first asks the loop to save a checkpoint and stop after
+/// the current step; a second one exits at once (the last complete checkpoint stays
+/// loadable).
+pub fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond Ctrl-C: exiting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: saving a checkpoint after this step (press again to quit now)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(stop)
+}
+
 /// Returns false if Ctrl-C stopped the run (a `--stop-at-step` pause counts as success).
 pub fn pretrain(args: PretrainArgs) -> Result<bool> {
     let backend: BackendKind = args.backend.parse()?;
@@ -88,18 +105,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<bool> {
         (Some(dir), _) | (None, Some(dir)) => dir.clone(),
         (None, None) => PathBuf::from("runs").join(&config.run.name),
     };
-    // Ctrl-C: the first asks the loop to save a checkpoint and stop after the current step;
-    // a second one exits at once (the last complete checkpoint stays loadable).
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\nsecond Ctrl-C: exiting without saving");
-            std::process::exit(130);
-        }
-        eprintln!("\nCtrl-C: saving a checkpoint after this step (press again to quit now)");
-    })
-    .context("installing the Ctrl-C handler")?;
+    let stop = stop_on_ctrl_c()?;
 
     let options = TrainOptions {
         run_dir: run_dir.clone(),

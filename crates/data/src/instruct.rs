@@ -39,6 +39,9 @@ pub fn format_input(e: &InstructionExample) -> String {
     s
 }
 
+/// The name of this prompt format, as checkpoints record it.
+pub const PROMPT_TEMPLATE: &str = "alpaca";
+
 /// The header that separates the prompt from the response.
 pub const RESPONSE_HEADER: &str = "\n\n### Response:\n";
 

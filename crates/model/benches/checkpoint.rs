@@ -35,7 +35,7 @@ fn main() {
     let device = Default::default();
     let config = Gpt2Config::gpt2();
     let model = config.init::<DefaultBackend>(&device).unwrap();
-    let mut ckpt = Checkpoint::from_model(&model, &config).unwrap();
+    let mut ckpt = Checkpoint::from_model(&model).unwrap();
     let model_bytes = ckpt.section("model").unwrap().len();
     // AdamW's two moments: as large again as the weights, split into the two groups.
     let moments: Vec<u8> = (0..model_bytes).map(|i| (i * 31 % 251) as u8).collect();

@@ -5,7 +5,7 @@
 //! stream.
 
 use burn::module::Module;
-use burn::nn::{Dropout, Linear};
+use burn::nn::Dropout;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
@@ -13,15 +13,15 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor};
 
 use crate::cache::LayerCache;
-use crate::model::linear;
+use crate::proj::Proj;
 
 /// GPT-2's `attn` block: `c_attn` → split heads → causal softmax(q·kᵀ/√d)·v → `c_proj`.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     /// `[n_embd, 3·n_embd]`: q, k and v side by side (HF `Conv1D` layout: y = x·W + b).
-    pub c_attn: Linear<B>,
+    pub c_attn: Proj<B>,
     /// `[n_embd, n_embd]`: output projection.
-    pub c_proj: Linear<B>,
+    pub c_proj: Proj<B>,
     pub attn_dropout: Dropout,
     pub resid_dropout: Dropout,
     pub n_head: usize,
@@ -40,7 +40,7 @@ impl<B: Backend> Attention<B> {
         let (h, d) = (self.n_head, c / self.n_head);
         let device = x.device();
 
-        let qkv = linear(&self.c_attn, x); // [b, t, 3c]
+        let qkv = self.c_attn.forward(x); // [b, t, 3c]
         let split = |i: usize| {
             qkv.clone()
                 .narrow(2, i * c, c) // [b, t, c]
@@ -76,7 +76,7 @@ impl<B: Backend> Attention<B> {
         };
 
         let y = y.swap_dims(1, 2).reshape([b, t, c]); // [b, t, c]
-        let y = self.resid_dropout.forward(linear(&self.c_proj, y)); // [b, t, c]
+        let y = self.resid_dropout.forward(self.c_proj.forward(y)); // [b, t, c]
         (y, probs)
     }
 }

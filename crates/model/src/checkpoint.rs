@@ -206,15 +206,24 @@ impl Prefix {
 }
 
 impl Checkpoint {
+    /// An empty checkpoint of a model shaped `config`.
+    pub fn new(config: Gpt2Config) -> Self {
+        Checkpoint {
+            config,
+            metadata: serde_json::json!({}),
+            sections: Vec::new(),
+        }
+    }
+
     /// A checkpoint of `model` (its weights go in the `model` section). Weights holding NaN
     /// or infinity are refused: a checkpoint is only ever made of a usable model.
-    pub fn from_model<B: Backend>(model: &Gpt<B>, config: &Gpt2Config) -> Result<Self> {
+    pub fn from_model<B: Backend>(model: &Gpt<B>) -> Result<Self> {
         model.check_finite()?;
         let bytes = ModelRecorder::default()
             .record(model.clone().into_record(), ())
             .map_err(|e| ModelError::Input(format!("cannot serialise the model: {e}")))?;
         Ok(Checkpoint {
-            config: config.clone(),
+            config: model.config().clone(),
             metadata: serde_json::json!({}),
             sections: vec![("model".into(), bytes)],
         })
@@ -241,15 +250,25 @@ impl Checkpoint {
 
     /// Rebuilds the model on `device`.
     pub fn model<B: Backend>(&self, device: &B::Device) -> Result<Gpt<B>> {
-        let bytes = self
-            .section("model")
-            .ok_or_else(|| ModelError::Input("the checkpoint has no model section".into()))?;
+        self.load_into(self.config.init::<B>(device)?, device)
+    }
+
+    /// Loads the `model` section into `model`, a GPT of this checkpoint's shape (carrying
+    /// the same LoRA adapters, if the checkpoint has them).
+    pub fn load_into<B: Backend>(&self, model: Gpt<B>, device: &B::Device) -> Result<Gpt<B>> {
+        let bytes = self.section("model").ok_or_else(|| match self.lora_base() {
+            Some((base, _)) => ModelError::Input(format!(
+                "a LoRA checkpoint holds only adapters: load it on its base {} (`pretrained::load` does)",
+                base.model
+            )),
+            None => ModelError::Input("the checkpoint has no model section".into()),
+        })?;
         let record = ModelRecorder::default()
             .load(bytes.to_vec(), device)
             .map_err(|e| {
                 ModelError::Input(format!("the model section does not match the config: {e}"))
             })?;
-        Ok(self.config.init::<B>(device)?.load_record(record))
+        Ok(model.load_record(record))
     }
 
     /// Writes the checkpoint to `path` atomically, with a SHA-256 of every section.
@@ -385,7 +404,7 @@ mod tests {
     fn saved(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
         let config = Gpt2Config::tiny();
         let model = config.init::<Flex>(&Default::default()).unwrap();
-        let mut ckpt = Checkpoint::from_model(&model, &config).unwrap();
+        let mut ckpt = Checkpoint::from_model(&model).unwrap();
         ckpt.metadata = serde_json::json!({"step": 7});
         ckpt.set_section("extra", vec![1, 2, 3]);
         let path = dir.join("a.ckpt");
@@ -462,7 +481,7 @@ mod tests {
         let model = config.init::<Flex>(&Default::default()).unwrap();
         let mut model = model;
         model.ln_f.gamma = model.ln_f.gamma.map(|g| g.mul_scalar(f32::NAN));
-        let err = Checkpoint::from_model(&model, &config).unwrap_err();
+        let err = Checkpoint::from_model(&model).unwrap_err();
         assert!(err.to_string().contains("ln_f.gamma"), "{err}");
     }
 }

@@ -170,7 +170,7 @@ mod tests {
     fn save(path: &Path, step: usize) {
         let config = Gpt2Config::tiny();
         let model = config.init::<Flex>(&Default::default()).unwrap();
-        let mut ckpt = Checkpoint::from_model(&model, &config).unwrap();
+        let mut ckpt = Checkpoint::from_model(&model).unwrap();
         ckpt.metadata = serde_json::json!({ "step": step });
         ckpt.save(path).unwrap();
     }

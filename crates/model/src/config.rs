@@ -220,6 +220,25 @@ impl Gpt2Config {
         Ok(())
     }
 
+    /// The fields whose values differ between `self` and `other`, as
+    /// `(field, self's value, other's value)`, dropout aside (it changes no weight) and
+    /// `n_inner` compared by its effective width.
+    pub fn differences(&self, other: &Self) -> Vec<(String, String, String)> {
+        let norm = |c: &Self| {
+            let mut c = c.clone().with_dropout(0.0);
+            c.n_inner = Some(c.inner_dim());
+            serde_json::to_value(c).expect("config serialises")
+        };
+        let (a, b) = (norm(self), norm(other));
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return Vec::new();
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.to_string(), b[k].to_string()))
+            .collect()
+    }
+
     /// Number of parameters, the tied LM head counted once.
     pub fn num_params(&self) -> usize {
         let (v, p, e, i) = (

@@ -36,12 +36,14 @@
 //! assert_eq!(new.len(), 5);
 //! ```
 
+pub mod adapters;
 pub mod alloc;
 mod attention;
 pub mod backend;
 mod cache;
 mod checkpoint;
 mod checkpoint_dir;
+mod classifier;
 mod config;
 mod error;
 mod eval;
@@ -50,6 +52,7 @@ pub mod hub;
 mod loss;
 mod model;
 pub mod pretrained;
+mod proj;
 mod sampler;
 pub mod weights;
 
@@ -57,12 +60,14 @@ pub use attention::Attention;
 pub use cache::{KvCache, LayerCache};
 pub use checkpoint::{Checkpoint, CheckpointInfo};
 pub use checkpoint_dir::{CheckpointDir, SetAside};
+pub use classifier::{Classifier, ClassifierInfo};
 pub use config::{Gpt2Config, PRESETS};
 pub use error::{ModelError, Result};
 pub use eval::{perplexity, Perplexity};
 pub use generate::{generate, generate_uncached, GenerateConfig};
 pub use loss::{cross_entropy, IGNORE_INDEX};
 pub use model::{gelu_tanh, Block, ForwardOptions, ForwardOutput, Gpt, Mlp};
+pub use proj::{Lora, LoraConfig, Proj, LORA_TARGETS};
 pub use sampler::{argmax, Sampler};
 
 /// Writes a file atomically (temporary file + rename), with the error naming the file.

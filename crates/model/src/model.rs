@@ -10,7 +10,7 @@
 //! ```
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
 
@@ -18,34 +18,24 @@ use crate::attention::Attention;
 use crate::cache::KvCache;
 use crate::config::Gpt2Config;
 use crate::error::{ModelError, Result};
+use crate::proj::{LoraConfig, Proj};
 
 /// GPT-2's MLP: `c_fc` (widen ×4) → GELU (tanh approximation) → `c_proj` → dropout.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     /// `[n_embd, n_inner]`.
-    pub c_fc: Linear<B>,
+    pub c_fc: Proj<B>,
     /// `[n_inner, n_embd]`.
-    pub c_proj: Linear<B>,
+    pub c_proj: Proj<B>,
     pub dropout: Dropout,
 }
 
 impl<B: Backend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = linear(&self.c_fc, x); // [b, t, n_inner]
+        let x = self.c_fc.forward(x); // [b, t, n_inner]
         let x = gelu_tanh(x);
-        self.dropout.forward(linear(&self.c_proj, x)) // [b, t, n_embd]
+        self.dropout.forward(self.c_proj.forward(x)) // [b, t, n_embd]
     }
-}
-
-/// `x·W + b` over `[batch, seq, d_in]` as one `[batch·seq, d_in]` matmul. Burn's `Linear`
-/// on a 3-D input multiplies each batch row separately, and its weight gradient is then
-/// `batch` small matmuls summed afterwards; flattened, it is one large matmul (GPT-2 124M
-/// trains about 10% faster at batch 4).
-pub fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [b, t, d_in] = x.dims();
-    let y = layer.forward(x.reshape([b * t, d_in])); // [b·t, d_out]
-    let d_out = y.dims()[1];
-    y.reshape([b, t, d_out])
 }
 
 /// GELU with the tanh approximation (GPT-2's `gelu_new`),
@@ -96,7 +86,9 @@ pub struct Gpt<B: Backend> {
     pub h: Vec<Block<B>>,
     pub ln_f: LayerNorm<B>,
     /// An untied LM head `[n_embd, vocab_size]`, no bias; `None` when tied to `wte`.
-    pub lm_head: Option<Linear<B>>,
+    pub lm_head: Option<Proj<B>>,
+    /// The shape this model was built with (not a parameter: it is not in the weights).
+    pub config: Gpt2Config,
 }
 
 /// What a forward pass returns besides the logits.
@@ -132,23 +124,6 @@ fn normal<B: Backend, const D: usize>(
     ))
 }
 
-fn zeros<B: Backend>(n: usize, device: &B::Device) -> Param<Tensor<B, 1>> {
-    Param::from_tensor(Tensor::zeros([n], device))
-}
-
-fn init_linear<B: Backend>(
-    d_in: usize,
-    d_out: usize,
-    std: f64,
-    bias: bool,
-    device: &B::Device,
-) -> Linear<B> {
-    Linear {
-        weight: normal([d_in, d_out], std, device),
-        bias: bias.then(|| zeros(d_out, device)),
-    }
-}
-
 impl Gpt2Config {
     /// A GPT-2 with GPT-2's initialisation: weights and embeddings N(0, 0.02), the two
     /// residual projections of each block N(0, 0.02/√(2·n_layer)), biases 0, LayerNorms 1/0.
@@ -165,16 +140,16 @@ impl Gpt2Config {
         let block = || Block {
             ln_1: ln(),
             attn: Attention {
-                c_attn: init_linear(e, 3 * e, std, self.qkv_bias, device),
-                c_proj: init_linear(e, e, proj_std, true, device),
+                c_attn: Proj::init(e, 3 * e, std, self.qkv_bias, device),
+                c_proj: Proj::init(e, e, proj_std, true, device),
                 attn_dropout: DropoutConfig::new(self.attn_pdrop).init(),
                 resid_dropout: DropoutConfig::new(self.resid_pdrop).init(),
                 n_head: self.n_head,
             },
             ln_2: ln(),
             mlp: Mlp {
-                c_fc: init_linear(e, i, std, true, device),
-                c_proj: init_linear(i, e, proj_std, true, device),
+                c_fc: Proj::init(e, i, std, true, device),
+                c_proj: Proj::init(i, e, proj_std, true, device),
                 dropout: DropoutConfig::new(self.resid_pdrop).init(),
             },
         };
@@ -189,12 +164,18 @@ impl Gpt2Config {
             h: (0..self.n_layer).map(|_| block()).collect(),
             ln_f: ln(),
             lm_head: (!self.tie_word_embeddings)
-                .then(|| init_linear(e, self.vocab_size, std, false, device)),
+                .then(|| Proj::init(e, self.vocab_size, std, false, device)),
+            config: self.clone(),
         })
     }
 }
 
 impl<B: Backend> Gpt<B> {
+    /// The shape this model was built with.
+    pub fn config(&self) -> &Gpt2Config {
+        &self.config
+    }
+
     /// Number of token ids.
     pub fn vocab_size(&self) -> usize {
         self.wte.weight.dims()[0]
@@ -281,32 +262,30 @@ impl<B: Backend> Gpt<B> {
         )
     }
 
+    /// The final hidden states, after `ln_f` and before the LM head: `[batch, seq]` ids →
+    /// `[batch, seq, n_embd]`. Another head (a classifier) sits on these.
+    ///
+    /// # Panics
+    /// As [`Self::forward`].
+    pub fn forward_hidden(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, t] = ids.dims();
+        assert!(
+            t <= self.n_positions(),
+            "sequence of {t} tokens exceeds n_positions = {}",
+            self.n_positions()
+        );
+        let (x, _) = self.body(ids, None, false);
+        self.ln_f.forward(x) // [b, t, n_embd]
+    }
+
     fn run(
         &self,
         ids: Tensor<B, 2, Int>,
-        mut cache: Option<&mut KvCache<B>>,
+        cache: Option<&mut KvCache<B>>,
         options: ForwardOptions,
     ) -> ForwardOutput<B> {
         let [b, t] = ids.dims();
-        let device = ids.device();
-        let past = cache.as_ref().map_or(0, |c| c.len());
-
-        let pos =
-            Tensor::<B, 1, Int>::arange(past as i64..(past + t) as i64, &device).unsqueeze::<2>(); // [1, t]
-        let x = self.wte.forward(ids) + self.wpe.forward(pos); // [b, t, n_embd]
-        let mut x = self.drop.forward(x);
-
-        let mut attentions = Vec::new();
-        for (i, block) in self.h.iter().enumerate() {
-            let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
-            let (y, probs) = block.forward(x, layer_cache, options.attentions);
-            x = y;
-            attentions.extend(probs);
-        }
-        if let Some(cache) = cache {
-            cache.advance(t);
-        }
-
+        let (x, attentions) = self.body(ids, cache, options.attentions); // [b, t, n_embd]
         let x = if options.last_only {
             x.narrow(1, t - 1, 1)
         } else {
@@ -319,10 +298,39 @@ impl<B: Backend> Gpt<B> {
         }
     }
 
+    /// Embeddings, then every block: the residual stream before `ln_f`, `[b, t, n_embd]`.
+    fn body(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        mut cache: Option<&mut KvCache<B>>,
+        want_probs: bool,
+    ) -> (Tensor<B, 3>, Vec<Tensor<B, 4>>) {
+        let [_, t] = ids.dims();
+        let device = ids.device();
+        let past = cache.as_ref().map_or(0, |c| c.len());
+
+        let pos =
+            Tensor::<B, 1, Int>::arange(past as i64..(past + t) as i64, &device).unsqueeze::<2>(); // [1, t]
+        let x = self.wte.forward(ids) + self.wpe.forward(pos); // [b, t, n_embd]
+        let mut x = self.drop.forward(x);
+
+        let mut attentions = Vec::new();
+        for (i, block) in self.h.iter().enumerate() {
+            let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
+            let (y, probs) = block.forward(x, layer_cache, want_probs);
+            x = y;
+            attentions.extend(probs);
+        }
+        if let Some(cache) = cache {
+            cache.advance(t);
+        }
+        (x, attentions)
+    }
+
     /// `[b, t, n_embd]` → `[b, t, vocab_size]`: `x · wteᵀ`, or the untied head.
     fn lm_head(&self, x: Tensor<B, 3>, b: usize) -> Tensor<B, 3> {
         if let Some(head) = &self.lm_head {
-            return linear(head, x);
+            return head.forward(x);
         }
         let [_, t, e] = x.dims();
         let w = self.wte.weight.val(); // [vocab, n_embd]
@@ -330,6 +338,61 @@ impl<B: Backend> Gpt<B> {
         x.reshape([b * t, e])
             .matmul(w.transpose()) // [b·t, vocab]
             .reshape([b, t, v])
+    }
+
+    /// Adds a fresh LoRA adapter to every projection that `lora.targets` names, in every
+    /// block. The weights are unchanged, so the model computes exactly what it did.
+    pub fn with_lora(mut self, lora: &LoraConfig, device: &B::Device) -> Result<Self> {
+        lora.validate()?;
+        let (rank, scale) = (lora.rank, lora.scale());
+        let on = |name: &str| lora.targets.iter().any(|t| t == name);
+        for block in &mut self.h {
+            let adapt = |p: Proj<B>, name: &str| match on(name) {
+                true => p.with_lora(rank, scale, device),
+                false => p,
+            };
+            let attn = &mut block.attn;
+            attn.c_attn = adapt(attn.c_attn.clone(), "c_attn");
+            attn.c_proj = adapt(attn.c_proj.clone(), "c_proj");
+            let mlp = &mut block.mlp;
+            mlp.c_fc = adapt(mlp.c_fc.clone(), "c_fc");
+            mlp.c_proj = adapt(mlp.c_proj.clone(), "c_proj");
+        }
+        Ok(self)
+    }
+
+    /// Sets every dropout probability (fine-tuning often turns dropout off).
+    pub fn with_dropout(mut self, p: f64) -> Self {
+        self.config = self.config.clone().with_dropout(p);
+        self.drop.prob = p;
+        for block in &mut self.h {
+            block.attn.attn_dropout.prob = p;
+            block.attn.resid_dropout.prob = p;
+            block.mlp.dropout.prob = p;
+        }
+        self
+    }
+
+    /// Whether any projection carries a LoRA adapter.
+    pub fn has_lora(&self) -> bool {
+        self.h.iter().any(|b| {
+            [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj]
+                .iter()
+                .any(|p| p.lora.is_some())
+        })
+    }
+
+    /// Folds every adapter into its weight: a plain GPT-2 that computes the same logits.
+    pub fn merge_lora(mut self) -> Self {
+        for block in &mut self.h {
+            let attn = &mut block.attn;
+            attn.c_attn = attn.c_attn.clone().merged();
+            attn.c_proj = attn.c_proj.clone().merged();
+            let mlp = &mut block.mlp;
+            mlp.c_fc = mlp.c_fc.clone().merged();
+            mlp.c_proj = mlp.c_proj.clone().merged();
+        }
+        self
     }
 
     /// Builds an id tensor `[batch, seq]` from rows of ids, checking that every id is in the

@@ -109,7 +109,16 @@ pub fn load<B: Backend>(source: &ModelSource, device: &B::Device) -> Result<(Gpt
         }
         ModelSource::Checkpoint(path) => {
             let ckpt = Checkpoint::load(path)?;
-            (ckpt.model(device)?, ckpt.config, path.clone())
+            let model = match ckpt.lora_base() {
+                // Adapters alone: load the base they name, then put them on it.
+                Some((base, _)) => {
+                    let (base, _) = load(&locate(&base.model, &Hub::from_env()?)?, device)?;
+                    ckpt.adapted(base, device)
+                        .map_err(|e| ModelError::file(path, e.to_string()))?
+                }
+                None => ckpt.model(device)?,
+            };
+            (model, ckpt.config, path.clone())
         }
     };
     if let Some(tensor) = model.first_non_finite() {

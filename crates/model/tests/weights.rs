@@ -311,7 +311,7 @@ fn checkpoint_round_trip_and_bad_checkpoints() {
     let (model, config) = fixture_model::<B>(&dev);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.ckpt");
-    let mut ckpt = Checkpoint::from_model(&model, &config).unwrap();
+    let mut ckpt = Checkpoint::from_model(&model).unwrap();
     ckpt.metadata = serde_json::json!({"tokenizer": "gpt2"});
     ckpt.save(&path).unwrap();
     assert!(Checkpoint::is_checkpoint(&path));

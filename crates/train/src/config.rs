@@ -11,30 +11,46 @@ use serde_json::Value;
 
 use crate::error::{Result, TrainError};
 
-/// The model to train: a preset, with any field changed.
+/// The model to train: a preset, with any [`Gpt2Config`] field set on top of it
+/// (`model.n_layer`, `model.n_positions`, …), and `dropout` for every dropout probability at
+/// once. The fields are `Gpt2Config`'s own: this section names them, it does not mirror them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// `gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`, `tiny`, `mini` or `small`.
+    /// `gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`, `tiny`, `mini` or `small` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
-    pub n_layer: Option<usize>,
-    pub n_head: Option<usize>,
-    pub n_embd: Option<usize>,
-    /// Context length.
-    pub n_positions: Option<usize>,
-    pub n_inner: Option<usize>,
-    /// Defaults to the tokenizer's vocabulary size.
-    pub vocab_size: Option<usize>,
     /// Every dropout probability at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
-    pub tie_word_embeddings: Option<bool>,
-    pub qkv_bias: Option<bool>,
+    /// `Gpt2Config` fields; `vocab_size` defaults to the tokenizer's.
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, Value>,
 }
 
 impl ModelConfig {
+    /// Every key this section takes, with its default (for key checks and `--set`).
+    fn schema() -> Value {
+        let mut v = serde_json::to_value(Gpt2Config::small()).expect("config serialises");
+        v["preset"] = Value::Null;
+        v["dropout"] = Value::Null;
+        v
+    }
+
+    /// The section that resolves to exactly `config` (for the run's `config.json`).
+    pub fn spelled_out(config: &Gpt2Config) -> Self {
+        let Value::Object(fields) = serde_json::to_value(config).expect("config serialises") else {
+            unreachable!("a config serialises to an object")
+        };
+        ModelConfig {
+            preset: None,
+            dropout: None,
+            fields,
+        }
+    }
+
     /// The full model config, for a tokenizer of `vocab_size` tokens.
     pub fn resolve(&self, vocab_size: usize) -> Result<Gpt2Config> {
-        let mut c = Gpt2Config::preset(self.preset.as_deref().unwrap_or("small"))
+        let preset = Gpt2Config::preset(self.preset.as_deref().unwrap_or("small"))
             .map_err(|e| TrainError::key("model.preset", e.to_string()))?;
         if let Some(p) = self.dropout.filter(|p| !(0.0..1.0).contains(p)) {
             return Err(TrainError::key(
@@ -42,27 +58,18 @@ impl ModelConfig {
                 format!("must be in [0, 1), got {p}"),
             ));
         }
-        c.vocab_size = self.vocab_size.unwrap_or(vocab_size);
-        let set = |dst: &mut usize, v: Option<usize>| {
-            if let Some(v) = v {
-                *dst = v;
+        let mut value =
+            serde_json::to_value(preset.with_vocab_size(vocab_size)).expect("config serialises");
+        for (k, v) in &self.fields {
+            match value.get_mut(k) {
+                Some(slot) => *slot = v.clone(),
+                None => return Err(TrainError::key(format!("model.{k}"), "unknown key")),
             }
-        };
-        set(&mut c.n_layer, self.n_layer);
-        set(&mut c.n_head, self.n_head);
-        set(&mut c.n_embd, self.n_embd);
-        set(&mut c.n_positions, self.n_positions);
-        if self.n_inner.is_some() {
-            c.n_inner = self.n_inner;
         }
+        let mut c: Gpt2Config = serde_path_to_error::deserialize(value)
+            .map_err(|e| TrainError::key(format!("model.{}", e.path()), e.inner().to_string()))?;
         if let Some(p) = self.dropout {
             c = c.with_dropout(p);
-        }
-        if let Some(t) = self.tie_word_embeddings {
-            c.tie_word_embeddings = t;
-        }
-        if let Some(b) = self.qkv_bias {
-            c.qkv_bias = b;
         }
         c.validate().map_err(|e| match e {
             llm_model::ModelError::Config(m) => TrainError::key("model", m),
@@ -260,91 +267,19 @@ impl Default for GuardConfig {
     }
 }
 
-/// A whole run recipe.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {
-    /// What the recipe is for and what to expect (free text).
-    pub description: String,
-    pub model: ModelConfig,
-    pub data: DataConfig,
+/// What the loop itself takes from a recipe, whatever the task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopConfig {
     pub optimizer: OptimizerConfig,
     pub schedule: ScheduleConfig,
     pub run: RunConfig,
     pub guard: GuardConfig,
 }
 
-/// Every key path of a JSON object, for checking user keys against the known ones.
-fn known(defaults: &Value, user: &Value, prefix: &str) -> Result<()> {
-    let (Value::Object(d), Value::Object(u)) = (defaults, user) else {
-        return Ok(());
-    };
-    for (k, v) in u {
-        let path = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match d.get(k) {
-            None => {
-                let choices: Vec<&str> = d.keys().map(String::as_str).collect();
-                return Err(TrainError::key(
-                    path,
-                    format!("unknown key (known here: {})", choices.join(", ")),
-                ));
-            }
-            Some(dv) => known(dv, v, &path)?,
-        }
-    }
-    Ok(())
-}
-
-impl TrainConfig {
-    /// Parses a recipe, checking every key and value; errors name the key
-    /// ([`TrainError::Key`], e.g. `optimizer.lr`).
-    pub fn from_value(value: Value) -> Result<Self> {
-        let defaults = serde_json::to_value(TrainConfig::default()).expect("defaults serialise");
-        known(&defaults, &value, "")?;
-        let config: TrainConfig = serde_path_to_error::deserialize(value)
-            .map_err(|e| TrainError::key(e.path().to_string(), e.inner().to_string()))?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Reads `configs/<name>.json` or any path, then applies `overrides` (`key=value`). A bad
-    /// value is blamed on the `--set` that gave it, or else on the file.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let mut value: Value = serde_json::from_str(&text)
-            .map_err(|e| TrainError::Config(format!("{}: not valid JSON: {e}", path.display())))?;
-        apply_overrides(&mut value, overrides)?;
-        Self::from_value(value).map_err(|e| match e {
-            TrainError::Key {
-                key,
-                message,
-                origin: None,
-            } => {
-                let origin = blame(&key, overrides).unwrap_or_else(|| path.display().to_string());
-                TrainError::Key {
-                    key,
-                    message,
-                    origin: Some(origin),
-                }
-            }
-            other => other,
-        })
-    }
-
-    /// Checks what serde cannot: every value, and the model's shape (with a placeholder
-    /// vocabulary: the tokenizer's size is only known once it is loaded).
+impl LoopConfig {
+    /// Checks the sections every task shares: optimizer, schedule, run and guard.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, m: &str| Err(TrainError::key(key, m));
-        if self.data.inputs.is_empty() == self.data.shards.is_none() {
-            return bad(
-                "data",
-                "give exactly one of `data.inputs` (text files) or `data.shards` (a prepared directory)",
-            );
-        }
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return bad("optimizer.lr", "must be a positive number");
@@ -376,13 +311,7 @@ impl TrainConfig {
             return bad("schedule.decay_steps", "must be positive (or left out)");
         }
         self.validate_run()?;
-        self.validate_guard()?;
-        if !(0.0..1.0).contains(&self.data.val_fraction) {
-            return bad("data.val_fraction", "must be in [0, 1)");
-        }
-        let model = self.model.resolve(self.model.vocab_size.unwrap_or(1))?;
-        self.seq_len(&model)?;
-        Ok(())
+        self.validate_guard()
     }
 
     fn validate_run(&self) -> Result<()> {
@@ -435,6 +364,102 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// A whole run recipe.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// What the recipe is for and what to expect (free text).
+    pub description: String,
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub optimizer: OptimizerConfig,
+    pub schedule: ScheduleConfig,
+    pub run: RunConfig,
+    pub guard: GuardConfig,
+}
+
+/// Every key path of a JSON object, for checking user keys against the known ones.
+fn known(defaults: &Value, user: &Value, prefix: &str) -> Result<()> {
+    let (Value::Object(d), Value::Object(u)) = (defaults, user) else {
+        return Ok(());
+    };
+    for (k, v) in u {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match d.get(k) {
+            None => {
+                let choices: Vec<&str> = d.keys().map(String::as_str).collect();
+                return Err(TrainError::key(
+                    path,
+                    format!("unknown key (known here: {})", choices.join(", ")),
+                ));
+            }
+            Some(dv) => known(dv, v, &path)?,
+        }
+    }
+    Ok(())
+}
+
+impl TrainConfig {
+    /// The loop's part of the recipe.
+    pub fn loop_config(&self) -> LoopConfig {
+        LoopConfig {
+            optimizer: self.optimizer.clone(),
+            schedule: self.schedule.clone(),
+            run: self.run.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+
+    /// Every key a recipe takes, with its default.
+    fn schema() -> Value {
+        let mut v = serde_json::to_value(TrainConfig::default()).expect("defaults serialise");
+        v["model"] = ModelConfig::schema();
+        v
+    }
+
+    /// Parses a recipe, checking every key and value; errors name the key
+    /// ([`TrainError::Key`], e.g. `optimizer.lr`).
+    pub fn from_value(value: Value) -> Result<Self> {
+        let config: TrainConfig = parse_recipe(value, &TrainConfig::schema())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads `configs/<name>.json` or any path, then applies `overrides` (`key=value`). A bad
+    /// value is blamed on the `--set` that gave it, or else on the file.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let config: TrainConfig = load_recipe(path, overrides, Self::schema())?;
+        config
+            .validate()
+            .map_err(|e| e.with_origin(path, overrides))?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: every value, and the model's shape (with a placeholder
+    /// vocabulary: the tokenizer's size is only known once it is loaded).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, m: &str| Err(TrainError::key(key, m));
+        if self.data.inputs.is_empty() == self.data.shards.is_none() {
+            return bad(
+                "data",
+                "give exactly one of `data.inputs` (text files) or `data.shards` (a prepared directory)",
+            );
+        }
+        self.loop_config().validate()?;
+        if !(0.0..1.0).contains(&self.data.val_fraction) {
+            return bad("data.val_fraction", "must be in [0, 1)");
+        }
+        let vocab_size = self.model.fields.get("vocab_size").and_then(Value::as_u64);
+        let model = self.model.resolve(vocab_size.unwrap_or(1) as usize)?;
+        self.seq_len(&model)?;
+        Ok(())
+    }
 
     /// Tokens per training row: `data.seq_len`, by default the model's context.
     pub fn seq_len(&self, model: &Gpt2Config) -> Result<usize> {
@@ -449,6 +474,49 @@ impl TrainConfig {
             ));
         }
         Ok(seq_len)
+    }
+}
+
+/// Parses a recipe against `schema` (every key with its default): an unknown key or a bad
+/// value is an error naming the key.
+fn parse_recipe<T: serde::de::DeserializeOwned>(value: Value, schema: &Value) -> Result<T> {
+    known(schema, &value, "")?;
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| TrainError::key(e.path().to_string(), e.inner().to_string()))
+}
+
+/// Reads a recipe file, applies `overrides` and parses it against `schema`; a bad key or
+/// value is blamed on the `--set` that gave it, or else on the file.
+pub(crate) fn load_recipe<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    overrides: &[String],
+    schema: Value,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let mut value: Value = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Config(format!("{}: not valid JSON: {e}", path.display())))?;
+    apply_overrides_to(&mut value, overrides, &schema)?;
+    parse_recipe(value, &schema).map_err(|e| e.with_origin(path, overrides))
+}
+
+impl TrainError {
+    /// A key error without an origin gets one: the `--set` that gave the key, else `path`.
+    pub(crate) fn with_origin(self, path: &Path, overrides: &[String]) -> Self {
+        match self {
+            TrainError::Key {
+                key,
+                message,
+                origin: None,
+            } => {
+                let origin = blame(&key, overrides).unwrap_or_else(|| path.display().to_string());
+                TrainError::Key {
+                    key,
+                    message,
+                    origin: Some(origin),
+                }
+            }
+            other => other,
+        }
     }
 }
 
@@ -467,7 +535,10 @@ fn blame(key: &str, overrides: &[String]) -> Option<String> {
 
 /// Applies `key.path=value` overrides; the value is JSON if it parses, else a string.
 pub fn apply_overrides(value: &mut Value, overrides: &[String]) -> Result<()> {
-    let defaults = serde_json::to_value(TrainConfig::default()).expect("defaults serialise");
+    apply_overrides_to(value, overrides, &TrainConfig::schema())
+}
+
+fn apply_overrides_to(value: &mut Value, overrides: &[String], defaults: &Value) -> Result<()> {
     for o in overrides {
         let (key, raw) = o
             .split_once('=')
@@ -475,7 +546,7 @@ pub fn apply_overrides(value: &mut Value, overrides: &[String]) -> Result<()> {
         let parsed: Value =
             serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
         // The key must exist in the schema, even if the file leaves it out.
-        let mut schema = &defaults;
+        let mut schema = defaults;
         for part in key.split('.') {
             schema = schema.get(part).ok_or_else(|| TrainError::Key {
                 key: key.to_string(),

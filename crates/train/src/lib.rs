@@ -28,24 +28,31 @@
 
 mod config;
 mod error;
+pub mod finetune;
 mod guard;
 mod metrics;
 mod optim;
 mod parallel;
+mod pretrain;
 mod run;
 mod schedule;
+mod task;
 pub mod tensorboard;
+pub mod trainable;
 mod trainer;
 
 pub use config::{
-    apply_overrides, DataConfig, GuardAction, GuardConfig, ModelConfig, OptimizerConfig, RunConfig,
-    ScheduleConfig, TrainConfig,
+    apply_overrides, DataConfig, GuardAction, GuardConfig, LoopConfig, ModelConfig,
+    OptimizerConfig, RunConfig, ScheduleConfig, TrainConfig,
 };
 pub use error::{Result, TrainError};
 pub use guard::{Spike, SpikeGuard};
 pub use metrics::{Metrics, MetricsLog};
 pub use optim::GptOptimizer;
 pub use parallel::devices;
+pub use pretrain::{train, train_on, Pretrain};
 pub use run::RunDir;
 pub use schedule::learning_rate;
-pub use trainer::{train, train_on, Outcome, Summary, TrainOptions};
+pub use task::{Evaluation, Inner, Objective, Task};
+pub use trainable::Trainable;
+pub use trainer::{train_task, Outcome, Summary, TrainOptions};

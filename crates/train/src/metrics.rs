@@ -28,6 +28,9 @@ pub struct Metrics {
     /// The spike guard dropped this step's update.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    /// A task's own measures on evaluation steps (`val_accuracy`, `val_reward_margin`, …).
+    #[serde(default, flatten)]
+    pub extra: std::collections::BTreeMap<String, f64>,
 }
 
 /// Rewrites `path` (if it exists) as `keep(its text)`, atomically.
@@ -140,6 +143,11 @@ impl MetricsLog {
             self.events
                 .scalar("val/perplexity", step, v.exp() as f32)
                 .map_err(tb)?;
+        }
+        for (name, v) in &m.extra {
+            // `val_accuracy` → `val/accuracy`, `train_accuracy` → `train/accuracy`.
+            let tag = name.replacen('_', "/", 1);
+            self.events.scalar(&tag, step, *v as f32).map_err(tb)?;
         }
         self.events.flush().map_err(tb)
     }

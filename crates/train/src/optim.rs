@@ -6,7 +6,7 @@
 //! dimensions). Before the update the gradients are scaled so that their global L2 norm is
 //! at most `grad_clip`.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
@@ -17,13 +17,15 @@ use llm_model::Gpt;
 use crate::config::OptimizerConfig;
 use crate::error::{Result, TrainError};
 
-type Adam<B> = OptimizerAdaptor<AdamW, Gpt<B>, B>;
+type Adam<B, M> = OptimizerAdaptor<AdamW, M, B>;
 type OptimRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
-/// The optimizer of a GPT: AdamW in two groups, plus clipping.
-pub struct GptOptimizer<B: AutodiffBackend> {
-    decay: Adam<B>,
-    no_decay: Adam<B>,
+/// The optimizer of a GPT (or of any model with one, such as a classifier): AdamW in two
+/// groups, plus clipping. It keeps moments only for parameters that get gradients, so a
+/// frozen parameter costs no optimizer memory.
+pub struct GptOptimizer<B: AutodiffBackend, M: AutodiffModule<B> = Gpt<B>> {
+    decay: Adam<B, M>,
+    no_decay: Adam<B, M>,
     decay_all: bool,
     grad_clip: f64,
 }
@@ -67,7 +69,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Split<'_> {
     }
 }
 
-impl<B: AutodiffBackend> GptOptimizer<B> {
+impl<B: AutodiffBackend, M: AutodiffModule<B>> GptOptimizer<B, M> {
     pub fn new(c: &OptimizerConfig) -> Self {
         let adam = |wd: f32| {
             AdamWConfig::new()
@@ -75,7 +77,7 @@ impl<B: AutodiffBackend> GptOptimizer<B> {
                 .with_beta_2(c.beta2)
                 .with_epsilon(c.eps)
                 .with_weight_decay(wd)
-                .init::<B, Gpt<B>>()
+                .init::<B, M>()
         };
         GptOptimizer {
             decay: adam(c.weight_decay),
@@ -86,7 +88,7 @@ impl<B: AutodiffBackend> GptOptimizer<B> {
     }
 
     /// The global L2 norm of the gradients.
-    pub fn grad_norm(model: &Gpt<B>, grads: &GradientsParams) -> f64 {
+    pub fn grad_norm(model: &M, grads: &GradientsParams) -> f64 {
         let mut n = SquaredNorm { grads, sum: 0.0 };
         model.visit(&mut n);
         n.sum.sqrt()
@@ -94,20 +96,14 @@ impl<B: AutodiffBackend> GptOptimizer<B> {
 
     /// One update at learning rate `lr`. Returns the model and the gradient norm before
     /// clipping.
-    pub fn step(&mut self, lr: f64, model: Gpt<B>, grads: GradientsParams) -> (Gpt<B>, f64) {
+    pub fn step(&mut self, lr: f64, model: M, grads: GradientsParams) -> (M, f64) {
         let norm = Self::grad_norm(&model, &grads);
         (self.apply(lr, model, grads, norm), norm)
     }
 
     /// One update at learning rate `lr`, given the gradients' global norm
     /// ([`Self::grad_norm`]), so a caller can judge the step before applying it.
-    pub fn apply(
-        &mut self,
-        lr: f64,
-        model: Gpt<B>,
-        mut grads: GradientsParams,
-        norm: f64,
-    ) -> Gpt<B> {
+    pub fn apply(&mut self, lr: f64, model: M, mut grads: GradientsParams, norm: f64) -> M {
         let scale =
             (self.grad_clip > 0.0 && norm > self.grad_clip).then(|| self.grad_clip / (norm + 1e-6));
         let mut split = Split {

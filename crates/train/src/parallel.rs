@@ -14,19 +14,18 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::backend::{Device as _, DeviceId};
 use burn::tensor::ElementConversion;
-use llm_data::NextTokenBatch;
-use llm_model::{cross_entropy, Gpt};
 
 use crate::error::{Result, TrainError};
 use crate::optim::GptOptimizer;
+use crate::task::Objective;
 
 /// A replica's share of a step: `(dropout seed, batch)` per micro-batch.
-pub(crate) type Work<B> = Vec<(u64, NextTokenBatch<B>)>;
+pub(crate) type Work<B, M> = Vec<(u64, <M as Objective<B>>::Batch)>;
 
 /// A model and its optimizer on one device.
-pub(crate) struct Replica<B: AutodiffBackend> {
-    pub model: Gpt<B>,
-    pub optim: GptOptimizer<B>,
+pub(crate) struct Replica<B: AutodiffBackend, M: Objective<B>> {
+    pub model: M,
+    pub optim: GptOptimizer<B, M>,
     pub device: B::Device,
 }
 
@@ -40,19 +39,19 @@ pub(crate) struct StepGradients {
 
 /// Forward and backward over `work`, each loss scaled by `1 / accum`; returns the summed
 /// gradients and the sum of the (unscaled) losses.
-fn forward_backward<B: AutodiffBackend>(
-    model: &Gpt<B>,
-    work: Work<B>,
+fn forward_backward<B: AutodiffBackend, M: Objective<B>>(
+    model: &M,
+    work: Work<B, M>,
     accum: usize,
     device: &B::Device,
 ) -> (GradientsParams, f64) {
     let single = work.len() == 1 && accum == 1;
-    let mut accumulator = GradientsAccumulator::<Gpt<B>>::new();
+    let mut accumulator = GradientsAccumulator::<M>::new();
     let mut only = None;
     let mut loss_sum = 0.0;
     for (seed, batch) in work {
         B::seed(device, seed);
-        let loss = cross_entropy(model.forward(batch.inputs), batch.targets); // [1]
+        let loss = model.loss(batch); // [1]
         loss_sum += loss.clone().into_scalar().elem::<f64>();
         if single {
             // One micro-batch: no accumulation copy.
@@ -67,18 +66,19 @@ fn forward_backward<B: AutodiffBackend>(
 
 /// Runs `f(replica, input, rank)` for every replica: in place with one, on a thread per
 /// replica (rank = its peer id) with several.
-fn on_each<B, W, R>(
-    replicas: &mut Vec<Replica<B>>,
+fn on_each<B, M, W, R>(
+    replicas: &mut Vec<Replica<B, M>>,
     inputs: Vec<W>,
-    f: impl Fn(Replica<B>, W, Option<usize>) -> Result<(Replica<B>, R)> + Sync,
+    f: impl Fn(Replica<B, M>, W, Option<usize>) -> Result<(Replica<B, M>, R)> + Sync,
 ) -> Result<Vec<R>>
 where
     B: AutodiffBackend,
+    M: Objective<B>,
     W: Send,
     R: Send,
 {
     let peers = std::mem::take(replicas);
-    let results: Vec<Result<(Replica<B>, R)>> = if peers.len() == 1 {
+    let results: Vec<Result<(Replica<B, M>, R)>> = if peers.len() == 1 {
         peers
             .into_iter()
             .zip(inputs)
@@ -121,9 +121,9 @@ where
 /// `accum` is the step's total number of micro-batches. Nothing is updated yet, so the
 /// caller can judge the loss and the gradient norm first. A non-finite loss still goes
 /// through the all-reduce, so no peer waits forever.
-pub(crate) fn gradients<B: AutodiffBackend>(
-    replicas: &mut Vec<Replica<B>>,
-    work: Vec<Work<B>>,
+pub(crate) fn gradients<B: AutodiffBackend, M: Objective<B>>(
+    replicas: &mut Vec<Replica<B, M>>,
+    work: Vec<Work<B, M>>,
     accum: usize,
 ) -> Result<StepGradients> {
     let results = on_each(replicas, work, |rep, w, rank| {
@@ -152,8 +152,8 @@ pub(crate) fn gradients<B: AutodiffBackend>(
 }
 
 /// The second half: the same AdamW update on every replica, at learning rate `lr`.
-pub(crate) fn apply<B: AutodiffBackend>(
-    replicas: &mut Vec<Replica<B>>,
+pub(crate) fn apply<B: AutodiffBackend, M: Objective<B>>(
+    replicas: &mut Vec<Replica<B, M>>,
     step: StepGradients,
     lr: f64,
 ) -> Result<()> {

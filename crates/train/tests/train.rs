@@ -274,7 +274,7 @@ fn resume_reproduces_the_uninterrupted_run_exactly() {
     let ckpt = Checkpoint::load(&dir.join("checkpoints/step_00000006.ckpt")).unwrap();
     assert_eq!(ckpt.metadata["step"], 6);
     assert_eq!(ckpt.metadata["tokenizer"], "gpt2");
-    assert!(ckpt.metadata["sampler"].is_object());
+    assert!(ckpt.metadata["data_position"].is_object());
     assert_eq!(ckpt.metadata["train_config"]["run"]["name"], "b");
     assert!(ckpt.section("optim.decay").is_some() && ckpt.section("optim.no_decay").is_some());
 }
@@ -440,7 +440,7 @@ fn resuming_with_a_different_model_shape_is_an_error() {
     let dir = tmp.path().join("shape");
     run(tiny_config("shape", 2), &dir, false, None).unwrap();
     let mut wider = tiny_config("shape", 4);
-    wider.model.n_layer = Some(3);
+    wider.model.fields.insert("n_layer".into(), 3.into());
     let err = run(wider, &dir, true, None).unwrap_err().to_string();
     assert!(
         err.contains("cannot resume") && err.contains("model.n_layer: checkpoint 2, config 3"),
@@ -519,21 +519,44 @@ fn config_files_name_the_bad_key() {
     assert!(err.contains("schedule.warmup"), "{err}");
 }
 
-/// Every recipe in `configs/` parses and resolves.
+/// Every recipe in `configs/` parses and resolves: fine-tuning recipes (`finetune-*`) as
+/// those, the rest as pre-training recipes.
 #[test]
 fn shipped_configs_are_valid() {
-    let mut n = 0;
+    let (mut pretrain, mut finetune) = (0, 0);
     for entry in std::fs::read_dir(repo().join("configs")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") {
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("finetune-") {
+            let c = llm_train::finetune::FinetuneConfig::load(&path, &[])
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(format!("finetune-{}.json", c.task), name);
+            assert!(
+                repo().join(&c.data.path).is_file(),
+                "{name}: {}",
+                c.data.path.display()
+            );
+            finetune += 1;
+        } else {
             let c = TrainConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
             c.model
                 .resolve(50257)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            n += 1;
+            pretrain += 1;
         }
     }
-    assert!(n >= 3, "expected at least 3 run recipes, found {n}");
+    assert!(
+        pretrain >= 3,
+        "expected at least 3 run recipes, found {pretrain}"
+    );
+    assert_eq!(
+        finetune,
+        llm_train::finetune::TASKS.len(),
+        "a recipe per task"
+    );
 }
 
 /// The same loop on wgpu (CI runs it on lavapipe, a software Vulkan driver).
@@ -598,4 +621,128 @@ fn two_devices_make_the_same_updates_as_one() {
         );
     }
     assert!(two.losses[3] < two.losses[0]);
+}
+
+/// DPO's log-probabilities, loss, rewards and gradients against PyTorch's on the fixture
+/// (`tests/fixtures/dpo_reference.py` made the numbers), to 1e-5 (relative for values
+/// above 1, such as summed log-probabilities).
+#[test]
+fn dpo_matches_pytorch_on_the_fixture() {
+    use llm_data::dpo::PreferenceBatch;
+    use llm_train::finetune::{response_logprob, DpoBatch, Policy};
+
+    let device = Default::default();
+    let text =
+        std::fs::read_to_string(repo().join("crates/train/tests/fixtures/dpo-reference.json"))
+            .unwrap();
+    let r: Value = serde_json::from_str(&text).unwrap();
+    let (gpt, _) = pretrained::load_hf_dir::<B>(&fixture_dir(), &device).unwrap();
+    let floats = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|x| match x.as_array() {
+                Some(row) => row.iter().map(|y| y.as_f64().unwrap() as f32).collect(),
+                None => vec![x.as_f64().unwrap() as f32],
+            })
+            .collect()
+    };
+    let ids = |k: &str| {
+        let flat: Vec<i64> = floats(&r[k]).iter().map(|&x| x as i64).collect();
+        Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [2, 12]), &device)
+    };
+    let mask =
+        |k: &str| Tensor::<B, 2>::from_data(TensorData::new(floats(&r[k]), [2, 12]), &device);
+    let vec1 = |v: &Value| Tensor::<B, 1>::from_data(TensorData::new(floats(v), [2]), &device);
+    let close = |what: &str, ours: Vec<f32>, theirs: Vec<f32>| {
+        assert_eq!(ours.len(), theirs.len(), "{what}");
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            let tol = 1e-5 * b.abs().max(1.0);
+            assert!((a - b).abs() <= tol, "{what}[{i}]: ours {a}, PyTorch {b}");
+        }
+    };
+    let values = |t: Tensor<B, 1>| t.into_data().to_vec::<f32>().unwrap();
+    for (case, mean) in [("mean", true), ("sum", false)] {
+        let c = &r["cases"][case];
+        let pc = response_logprob(&gpt, ids("chosen"), mask("chosen_mask"), mean);
+        close(
+            &format!("{case}: policy_chosen"),
+            values(pc),
+            floats(&c["policy_chosen"]),
+        );
+        let policy = Policy {
+            gpt: gpt.clone(),
+            beta: r["beta"].as_f64().unwrap(),
+            mean,
+        };
+        let batch = DpoBatch {
+            pairs: PreferenceBatch {
+                chosen: ids("chosen"),
+                rejected: ids("rejected"),
+                chosen_mask: mask("chosen_mask"),
+                rejected_mask: mask("rejected_mask"),
+            },
+            ref_chosen: vec1(&c["ref_chosen"]),
+            ref_rejected: vec1(&c["ref_rejected"]),
+        };
+        let terms = policy.terms(batch);
+        close(
+            &format!("{case}: chosen_rewards"),
+            values(terms.chosen_rewards),
+            floats(&c["chosen_rewards"]),
+        );
+        close(
+            &format!("{case}: rejected_rewards"),
+            values(terms.rejected_rewards),
+            floats(&c["rejected_rewards"]),
+        );
+        let loss = terms.loss;
+        close(
+            &format!("{case}: loss"),
+            values(loss.clone()),
+            vec![c["loss"].as_f64().unwrap() as f32],
+        );
+        let grads = loss.backward();
+        let grad = |p: &Param<Tensor<B, 1>>| {
+            p.val()
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let grad2 = |p: &Param<Tensor<B, 2>>, n: usize| {
+            let g = p
+                .val()
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            g[..n].to_vec()
+        };
+        let g = &c["grads"];
+        let m = &policy.gpt;
+        close(
+            &format!("{case}: grad ln_f.weight"),
+            grad(&m.ln_f.gamma),
+            floats(&g["ln_f.weight"]),
+        );
+        let bias = m.h[1].mlp.c_proj.bias.as_ref().unwrap();
+        close(
+            &format!("{case}: grad h.1.mlp.c_proj.bias"),
+            grad(bias),
+            floats(&g["h.1.mlp.c_proj.bias"]),
+        );
+        close(
+            &format!("{case}: grad h.0.attn.c_attn.weight"),
+            grad2(&m.h[0].attn.c_attn.weight, 4 * 192),
+            floats(&g["h.0.attn.c_attn.weight"]),
+        );
+        close(
+            &format!("{case}: grad wpe.weight"),
+            grad2(&m.wpe.weight, 12 * 64),
+            floats(&g["wpe.weight"]),
+        );
+    }
 }

@@ -179,7 +179,7 @@ pub fn hf_tensors<B: Backend>(model: &Gpt<B>) -> Vec<(String, TensorData)> {
     exporter.tensors
 }
 
-struct F32View<'a>(&'a TensorData);
+pub(crate) struct F32View<'a>(pub(crate) &'a TensorData);
 
 impl View for F32View<'_> {
     fn dtype(&self) -> Dtype {

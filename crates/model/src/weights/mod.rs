@@ -4,5 +4,6 @@ mod hf;
 pub mod remap;
 mod source;
 
+pub(crate) use hf::F32View;
 pub use hf::{hf_tensors, load_weights, save_hf_dir};
 pub use source::WeightFile;

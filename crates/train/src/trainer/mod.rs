@@ -1,10 +1,10 @@
-//! The pre-training loop, generic over `B: AutodiffBackend`.
+//! The training loop, generic over `B: AutodiffBackend` and over the [`Task`]: pre-training
+//! and every fine-tuning task run through this one loop.
 //!
-//! [`train_on`] reads top to bottom like nanoGPT's `train.py`:
-//! 1. **check** the recipe, the tokenizer and the input files before writing anything
-//!    ([`DataSource::open`], [`Plan::new`]);
-//! 2. **open** the run directory (locked, with what a crash left behind cleared) and prepare
-//!    the data;
+//! [`train_task`] reads top to bottom like nanoGPT's `train.py`:
+//! 1. **check**: the task has checked its recipe, tokenizer and inputs before it gets here;
+//! 2. **open** the run directory (locked, with what a crash left behind cleared) and let the
+//!    task prepare its data ([`Task::prepare`]);
 //! 3. **start or resume** ([`Trainer::start`]): a fresh model, or the newest valid checkpoint;
 //! 4. **loop**: [`Trainer::train_step`] (micro-batches, forward and backward, judge, update),
 //!    then [`Trainer::after_step`] (evaluate, log, sample, save);
@@ -23,32 +23,31 @@
 //! first (finite weights, and a finite loss on a validation batch), so the checkpoint that
 //! the error names as the last good one is one that works.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
-use llm_data::TokenBatches;
-use llm_model::{Checkpoint, Gpt2Config, ModelError};
+use llm_model::{Gpt2Config, ModelError};
 
-use crate::config::{GuardAction, TrainConfig};
+use crate::config::{GuardAction, LoopConfig};
 use crate::error::{Result, TrainError};
 use crate::guard::SpikeGuard;
 use crate::metrics::{Metrics, MetricsLog};
 use crate::parallel::{self, Replica, Work};
 use crate::run::RunDir;
 use crate::schedule::learning_rate;
+use crate::task::{Evaluation, Task};
 
-mod eval;
 mod setup;
 
-use eval::{evaluate, sample};
 use setup::{
     check_resumable, ensure_fresh, fresh_state, replicate, restore_state, write_resolved_config,
-    Data, DataSource, Plan, RunState,
+    RunState,
 };
 
 /// How to run: where, whether to resume, and how to be stopped.
@@ -98,6 +97,10 @@ pub struct Summary {
     /// The training loss of each step of this session, in order.
     pub losses: Vec<f64>,
     pub val_loss: Option<f64>,
+    /// The task's measures at the last evaluation (`val_accuracy`, …).
+    pub val_metrics: BTreeMap<String, f64>,
+    /// The task's final measures ([`Task::finish`]: `test_accuracy`, …), once it finished.
+    pub final_metrics: BTreeMap<String, f64>,
     pub best_val_loss: Option<f64>,
     /// Steps of this session whose update the spike guard dropped.
     pub skipped_steps: usize,
@@ -105,6 +108,9 @@ pub struct Summary {
     /// Training throughput of this session (evaluation and samples excluded).
     pub tokens_per_s: f64,
     pub model: Gpt2Config,
+    /// Parameters that train, and all of them.
+    pub trainable_params: usize,
+    pub total_params: usize,
     pub last_checkpoint: Option<PathBuf>,
     pub run_dir: PathBuf,
 }
@@ -137,21 +143,23 @@ struct StepReport {
 struct Session {
     start: Instant,
     losses: Vec<f64>,
-    val_loss: Option<f64>,
+    val: Option<Evaluation>,
+    final_metrics: BTreeMap<String, f64>,
     train_secs: f64,
     skipped: usize,
 }
 
 /// A run in progress.
-struct Trainer<B: AutodiffBackend> {
-    config: TrainConfig,
+struct Trainer<B: AutodiffBackend, T: Task<B>> {
+    config: LoopConfig,
     options: TrainOptions,
-    plan: Plan,
+    task: T,
     run: RunDir,
-    data: Data,
     devices: Vec<B::Device>,
-    replicas: Vec<Replica<B>>,
-    batches: TokenBatches,
+    replicas: Vec<Replica<B, T::Model>>,
+    /// Micro-batches per optimizer step (a multiple of the number of devices).
+    accum: usize,
+    step_tokens: usize,
     step: usize,
     best_val: Option<f64>,
     guard: SpikeGuard,
@@ -161,37 +169,23 @@ struct Trainer<B: AutodiffBackend> {
     session: Session,
 }
 
-/// Trains (or resumes) a GPT as `config` says, in `options.run_dir`, on `device` and, with
-/// `run.devices` > 1, the devices after it (data-parallel).
-pub fn train<B: AutodiffBackend>(
-    config: TrainConfig,
-    options: TrainOptions,
-    device: B::Device,
-) -> Result<Summary> {
-    config.validate()?;
-    let devices = parallel::devices::<B>(&device, config.run.devices)?;
-    train_on::<B>(config, options, devices)
-}
-
-/// [`train`] on the given devices, one model replica each (data-parallel when there are
-/// several; `run.devices` is not consulted). Devices may repeat.
+/// Runs `task` through the loop as `config` says, in `options.run_dir`, one model replica
+/// per device (data-parallel when there are several; devices may repeat).
 ///
-/// Everything that can be checked is checked before the run directory is touched; if the
-/// run cannot start, a directory this call created is removed again.
-pub fn train_on<B: AutodiffBackend>(
-    config: TrainConfig,
+/// The task has checked its inputs already; if the run cannot start, a directory this
+/// call created is removed again.
+pub fn train_task<B: AutodiffBackend, T: Task<B>>(
+    task: T,
+    config: LoopConfig,
     options: TrainOptions,
     devices: Vec<B::Device>,
 ) -> Result<Summary> {
-    config.validate()?;
     if devices.is_empty() {
         return Err(TrainError::Config("no device to train on".into()));
     }
-    let source = DataSource::open(&config)?;
-    let plan = Plan::new(&config, source.tokenizer.vocab_size(), devices.len())?;
     let run = RunDir::open(&options.run_dir)?;
     let (root, created) = (run.root().to_path_buf(), run.created());
-    match Trainer::<B>::start(config, options, plan, run, source, devices) {
+    match Trainer::<B, T>::start(task, config, options, run, devices) {
         Ok(trainer) => trainer.run(),
         Err(e) => {
             if created {
@@ -202,15 +196,24 @@ pub fn train_on<B: AutodiffBackend>(
     }
 }
 
-impl<B: AutodiffBackend> Trainer<B> {
+/// Micro-batches per step for `tokens_per_step` (at least one per device, the same number
+/// on each).
+fn accumulation(tokens_per_step: Option<usize>, micro_tokens: usize, n_devices: usize) -> usize {
+    tokens_per_step
+        .map_or(1, |t| t.div_ceil(micro_tokens.max(1)))
+        .max(1)
+        .div_ceil(n_devices)
+        * n_devices
+}
+
+impl<B: AutodiffBackend, T: Task<B>> Trainer<B, T> {
     /// Everything before the first step: the data, the model (fresh or resumed), the
     /// replicas, the resolved config and the logs.
     fn start(
-        config: TrainConfig,
+        mut task: T,
+        config: LoopConfig,
         options: TrainOptions,
-        plan: Plan,
         run: RunDir,
-        source: DataSource,
         devices: Vec<B::Device>,
     ) -> Result<Self> {
         let bar = options.progress.then(|| {
@@ -221,39 +224,39 @@ impl<B: AutodiffBackend> Trainer<B> {
             )
         });
         match options.resume {
-            true => check_resumable(&run, &plan)?,
+            true => check_resumable(&run, &task)?,
             false => ensure_fresh(&run, &bar)?,
         }
-        let data = source.prepare(&config, &run, &bar)?;
+        for line in task.prepare(&run)? {
+            say(&bar, &line);
+        }
         let device = &devices[0];
         let restored = match options.resume {
-            true => restore_state::<B>(&config, &plan, &data, &run, device, &bar)?,
+            true => restore_state::<B, T>(&mut task, &config, &run, device, &bar)?,
             false => None,
         };
         let state = match restored {
             Some(state) => state,
-            None => fresh_state::<B>(&config, &plan, &data, device)?,
+            None => fresh_state::<B, T>(&mut task, &config, device)?,
         };
         let replicas = replicate(state.model, state.optim, &config, &devices)?;
         parallel::join::<B>(&devices)?;
         // A resume past max_steps trains nothing: keep the config that the run was made with.
         if state.step < config.schedule.max_steps {
-            write_resolved_config(&config, &plan.model, &run)?;
+            write_resolved_config(&task.recipe(), &run)?;
         }
         let resumed_at = state.checkpoint.is_some().then_some(state.step);
         let log = MetricsLog::open(&run, resumed_at)?;
+        let micro_tokens = task.tokens_per_batch();
+        let accum = accumulation(config.run.tokens_per_step, micro_tokens, devices.len());
         say(
             &bar,
             &format!(
-                "{} parameters ({} layers × {} wide, context {}); {} tokens per step ({} × {} × {} micro-batches); {} steps on {}",
-                plan.model.num_params(),
-                plan.model.n_layer,
-                plan.model.n_embd,
-                plan.model.n_positions,
-                plan.step_tokens,
-                config.run.batch_size,
-                plan.seq_len,
-                plan.accum,
+                "{}; {} tokens per step ({} × {} micro-batches); {} steps on {}",
+                task.describe(),
+                accum * micro_tokens,
+                micro_tokens,
+                accum,
                 config.schedule.max_steps,
                 B::name(device)
             ),
@@ -264,12 +267,12 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(Trainer {
             config,
             options,
-            plan,
+            task,
             run,
-            data,
             devices,
             replicas,
-            batches: state.batches,
+            accum,
+            step_tokens: accum * micro_tokens,
             step: state.step,
             best_val: state.best_val,
             guard: state.guard,
@@ -279,7 +282,8 @@ impl<B: AutodiffBackend> Trainer<B> {
             session: Session {
                 start: Instant::now(),
                 losses: Vec::new(),
-                val_loss: None,
+                val: None,
+                final_metrics: BTreeMap::new(),
                 train_secs: 0.0,
                 skipped: 0,
             },
@@ -314,7 +318,22 @@ impl<B: AutodiffBackend> Trainer<B> {
                 self.save_step(None)?;
             }
         }
+        if outcome == Outcome::Finished {
+            self.finish()?;
+        }
         Ok(self.summary(outcome))
+    }
+
+    /// The task's final measures. With `max_steps` 0 nothing trained: the starting model
+    /// is evaluated first, so the same measures come back.
+    fn finish(&mut self) -> Result<()> {
+        if self.config.schedule.max_steps == 0 && self.session.val.is_none() {
+            let model = self.lead().model.valid();
+            self.session.val = self.task.evaluate(&model, &self.devices[0])?;
+        }
+        let model = self.lead().model.valid();
+        self.session.final_metrics = self.task.finish(&model, &self.run, &self.devices[0])?;
+        Ok(())
     }
 
     fn pause_requested(&self) -> bool {
@@ -322,7 +341,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             || self.options.stop_at_step.is_some_and(|s| self.step >= s)
     }
 
-    fn lead(&self) -> &Replica<B> {
+    fn lead(&self) -> &Replica<B, T::Model> {
         &self.replicas[0]
     }
 
@@ -333,7 +352,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let started = Instant::now();
         let work = self.next_work()?;
         let lr = learning_rate(self.step, &self.config.optimizer, &self.config.schedule);
-        let grads = parallel::gradients(&mut self.replicas, work, self.plan.accum)?;
+        let grads = parallel::gradients(&mut self.replicas, work, self.accum)?;
         let (loss, grad_norm) = (grads.loss, grads.grad_norm);
         for (what, value) in [("the loss", loss), ("the gradient norm", grad_norm)] {
             if !value.is_finite() {
@@ -357,17 +376,14 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// The step's micro-batches, in order from the one stream; micro-batch k runs on
     /// device k % n. Dropout seeds depend only on (seed, step, micro-batch).
-    fn next_work(&mut self) -> Result<Vec<Work<B>>> {
-        let (n, accum, seed) = (self.devices.len(), self.plan.accum, self.config.run.seed);
-        let mut work: Vec<Work<B>> = (0..n).map(|_| Vec::new()).collect();
+    fn next_work(&mut self) -> Result<Vec<Work<B, T::Model>>> {
+        let (n, accum, seed) = (self.devices.len(), self.accum, self.config.run.seed);
+        let mut work: Vec<Work<B, T::Model>> = (0..n).map(|_| Vec::new()).collect();
         for micro in 0..accum {
             let dropout_seed =
                 seed ^ ((self.step * accum + micro) as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let d = micro % n;
-            work[d].push((
-                dropout_seed,
-                self.batches.next_batch::<B>(&self.devices[d])?,
-            ));
+            work[d].push((dropout_seed, self.task.next_batch(&self.devices[d])?));
         }
         Ok(work)
     }
@@ -441,48 +457,46 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(())
     }
 
-    /// The validation loss now. A non-finite value stops the run before anything is saved.
+    /// The validation loss (and the task's measures) now. A non-finite loss stops the run
+    /// before anything is saved.
     fn evaluate(&mut self, report: &StepReport) -> Result<Option<f64>> {
-        let r = &self.config.run;
         let model = self.lead().model.valid();
-        let Some(v) = evaluate(
-            &model,
-            &self.data.dir,
-            "val",
-            r.eval_batches,
-            r.batch_size,
-            self.plan.seq_len,
-            &self.devices[0],
-        )?
-        else {
+        let Some(ev) = self.task.evaluate(&model, &self.devices[0])? else {
             return Ok(None);
         };
+        let v = ev.loss;
         if !v.is_finite() {
             return Err(self.diverged(self.step, format!("the validation loss is {v}")));
         }
-        self.session.val_loss = Some(v);
-        say(
-            &self.bar,
-            &format!(
-                "step {}: train loss {:.4}, val loss {v:.4} (perplexity {:.1})",
-                self.step,
-                report.loss,
-                v.exp()
-            ),
+        let mut line = format!(
+            "step {}: train loss {:.4}, val loss {v:.4} (perplexity {:.1})",
+            self.step,
+            report.loss,
+            v.exp()
         );
+        for (name, value) in &ev.metrics {
+            line.push_str(&format!(", {name} {value:.4}"));
+        }
+        say(&self.bar, &line);
+        self.session.val = Some(ev);
         Ok(Some(v))
     }
 
     fn log_metrics(&mut self, report: &StepReport, val: Option<f64>) -> Result<()> {
+        let extra = match (val, &self.session.val) {
+            (Some(_), Some(ev)) => ev.metrics.clone(),
+            _ => BTreeMap::new(),
+        };
         self.log.log(&Metrics {
             step: self.step,
             loss: report.loss,
             val_loss: val,
             lr: report.lr,
             grad_norm: report.grad_norm,
-            tokens_per_s: self.plan.step_tokens as f64 / report.seconds,
+            tokens_per_s: self.step_tokens as f64 / report.seconds,
             elapsed: self.session.start.elapsed().as_secs_f64(),
             skipped: report.skipped,
+            extra,
         })
     }
 
@@ -490,16 +504,17 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// finite stop the run as diverged.
     fn sample(&mut self) -> Result<()> {
         let model = self.lead().model.valid();
-        model.check_finite().map_err(|e| self.model_error(e))?;
-        let text =
-            sample(&model, &self.data.tokenizer, &self.config, &self.devices[0]).map_err(|e| {
-                match e {
-                    TrainError::Model(ModelError::Input(m)) => {
-                        self.diverged(self.step, format!("sampling failed: {m}"))
-                    }
-                    other => other,
-                }
-            })?;
+        let text = match self.task.sample(&model, &self.devices[0]) {
+            Ok(Some(text)) => text,
+            Ok(None) => return Ok(()),
+            Err(TrainError::Model(ModelError::Input(m))) => {
+                return Err(self.diverged(self.step, format!("sampling failed: {m}")))
+            }
+            Err(TrainError::Model(e @ ModelError::NonFinite { .. })) => {
+                return Err(self.model_error(e))
+            }
+            Err(e) => return Err(e),
+        };
         self.log.sample(self.step, &text)?;
         say(
             &self.bar,
@@ -529,44 +544,49 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Writes a checkpoint of the lead replica once it is known to be sound: its weights
     /// are finite (`Checkpoint::from_model` checks) and so is its loss on a validation
     /// batch (`val`, if just measured). Anything else stops the run as diverged.
-    fn save(&self, path: &Path, val: Option<f64>) -> Result<()> {
-        let lead = self.lead();
-        let mut ckpt = Checkpoint::from_model(&lead.model, &self.plan.model)
-            .map_err(|e| self.model_error(e))?;
-        self.check_loss(val)?;
-        let (decay, no_decay) = lead.optim.to_bytes()?;
+    fn save(&mut self, path: &Path, val: Option<f64>) -> Result<()> {
+        let model = self.lead().model.valid();
+        let mut ckpt = self.task.save_model(&model).map_err(|e| match e {
+            TrainError::Model(e) => self.model_error(e),
+            other => other,
+        })?;
+        self.check_loss(&model, val)?;
+        let (decay, no_decay) = self.lead().optim.to_bytes()?;
         ckpt.set_section("optim.decay", decay);
         ckpt.set_section("optim.no_decay", no_decay);
         let state = RunState {
             step: self.step,
-            tokenizer: self.data.tokenizer_name.clone(),
-            batches: self.batches.state().clone(),
+            task: self.task.name().to_string(),
+            tokenizer: self.task.tokenizer_name().to_string(),
+            data_position: self.task.position(),
             best_val_loss: self.best_val,
-            train_config: self.config.clone(),
+            train_config: self.task.recipe(),
             guard: self.guard.clone(),
         };
-        ckpt.metadata = serde_json::to_value(&state).expect("state serialises");
+        // The run state joins whatever the task recorded (a classifier's labels, …).
+        let serde_json::Value::Object(fields) =
+            serde_json::to_value(&state).expect("state serialises")
+        else {
+            unreachable!("the run state serialises to an object")
+        };
+        match &mut ckpt.metadata {
+            serde_json::Value::Object(meta) => meta.extend(fields),
+            other => *other = serde_json::Value::Object(fields),
+        }
         ckpt.save(path)?;
         Ok(())
     }
 
     /// The model's loss on a validation batch must be finite: `val` if just measured, else
-    /// one batch now (a training batch when there is no validation data).
-    fn check_loss(&self, val: Option<f64>) -> Result<()> {
+    /// one batch now.
+    fn check_loss(
+        &mut self,
+        model: &crate::task::Inner<B, T::Model>,
+        val: Option<f64>,
+    ) -> Result<()> {
         let probe = match val {
             Some(v) => Some(v),
-            None => {
-                let model = self.lead().model.valid();
-                let (bs, t, dev) = (
-                    self.config.run.batch_size,
-                    self.plan.seq_len,
-                    &self.devices[0],
-                );
-                match evaluate(&model, &self.data.dir, "val", 1, bs, t, dev)? {
-                    Some(v) => Some(v),
-                    None => evaluate(&model, &self.data.dir, "train", 1, bs, t, dev)?,
-                }
-            }
+            None => self.task.probe_loss(model, &self.devices[0])?,
         };
         match probe {
             Some(v) if !v.is_finite() => {
@@ -596,7 +616,7 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     fn progress(&self, report: &StepReport) {
         let (step, max_steps) = (self.step, self.config.schedule.max_steps);
-        let tokens_per_s = self.plan.step_tokens as f64 / report.seconds;
+        let tokens_per_s = self.step_tokens as f64 / report.seconds;
         let (loss, lr) = (report.loss, report.lr);
         let print_every = (max_steps / 20).max(self.config.run.log_every);
         match &self.bar {
@@ -617,7 +637,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     fn summary(&self, outcome: Outcome) -> Summary {
         let s = &self.session;
         let tokens_per_s = if s.train_secs > 0.0 {
-            (s.losses.len() * self.plan.step_tokens) as f64 / s.train_secs
+            (s.losses.len() * self.step_tokens) as f64 / s.train_secs
         } else {
             0.0
         };
@@ -625,19 +645,27 @@ impl<B: AutodiffBackend> Trainer<B> {
             outcome,
             steps: self.step,
             losses: s.losses.clone(),
-            val_loss: s.val_loss,
+            val_loss: s.val.as_ref().map(|v| v.loss),
+            val_metrics: s
+                .val
+                .as_ref()
+                .map(|v| v.metrics.clone())
+                .unwrap_or_default(),
+            final_metrics: s.final_metrics.clone(),
             best_val_loss: self.best_val,
             skipped_steps: s.skipped,
             seconds: s.start.elapsed().as_secs_f64(),
             tokens_per_s,
-            model: self.plan.model.clone(),
+            model: self.task.model_config().clone(),
+            trainable_params: crate::trainable::count(&self.lead().model),
+            total_params: self.lead().model.num_params(),
             last_checkpoint: self.last_checkpoint.clone(),
             run_dir: self.run.root().to_path_buf(),
         }
     }
 }
 
-impl<B: AutodiffBackend> Drop for Trainer<B> {
+impl<B: AutodiffBackend, T: Task<B>> Drop for Trainer<B, T> {
     /// Leaves the collective (data parallel) and clears the progress bar, however the run
     /// ended.
     fn drop(&mut self) {

@@ -1,220 +1,51 @@
-//! Everything before the first step: the data source and what the recipe resolves to
-//! (checked before anything is written), then a fresh start or the newest valid
-//! checkpoint, and a replica of the model on every device.
+//! Everything before the first step, for any task: a fresh start or the newest valid
+//! checkpoint (checked to be this task's, with this model's shape), and a replica of the
+//! model on every device.
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
-use llm_bpe::Gpt2Tokenizer;
-use llm_data::{Manifest, PrepareConfig, SamplerState, Sampling, ShardSet, TokenBatches};
-use llm_model::{Checkpoint, CheckpointDir, Gpt, Gpt2Config};
+use llm_model::{Checkpoint, CheckpointDir, Gpt2Config};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{say, warn};
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::LoopConfig;
 use crate::error::{Result, TrainError};
 use crate::guard::SpikeGuard;
 use crate::optim::GptOptimizer;
 use crate::parallel::Replica;
 use crate::run::RunDir;
+use crate::task::{Objective, Task};
 
 /// What a checkpoint records besides the model and optimizer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct RunState {
     pub(super) step: usize,
+    /// The task that wrote it (`pretrain` in checkpoints older than the field).
+    #[serde(default = "pretrain")]
+    pub(super) task: String,
     /// The tokenizer, as `--tokenizer` takes it (`generate` reads this).
     pub(super) tokenizer: String,
-    /// Where the stream of training batches is.
-    #[serde(rename = "sampler")]
-    pub(super) batches: SamplerState,
+    /// Where the stream of training batches is ([`Task::position`]).
+    #[serde(alias = "sampler")]
+    pub(super) data_position: Value,
     pub(super) best_val_loss: Option<f64>,
-    pub(super) train_config: TrainConfig,
+    /// The recipe ([`Task::recipe`]).
+    pub(super) train_config: Value,
     #[serde(default)]
     pub(super) guard: SpikeGuard,
 }
 
-/// The model fields that make two configs incompatible for resuming.
-fn shape_differences(a: &Gpt2Config, b: &Gpt2Config) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cmp = |name: &str, x: String, y: String| {
-        if x != y {
-            out.push(format!("model.{name}: checkpoint {x}, config {y}"));
-        }
-    };
-    cmp(
-        "vocab_size",
-        a.vocab_size.to_string(),
-        b.vocab_size.to_string(),
-    );
-    cmp(
-        "n_positions",
-        a.n_positions.to_string(),
-        b.n_positions.to_string(),
-    );
-    cmp("n_embd", a.n_embd.to_string(), b.n_embd.to_string());
-    cmp("n_layer", a.n_layer.to_string(), b.n_layer.to_string());
-    cmp("n_head", a.n_head.to_string(), b.n_head.to_string());
-    cmp(
-        "n_inner",
-        a.inner_dim().to_string(),
-        b.inner_dim().to_string(),
-    );
-    cmp(
-        "tie_word_embeddings",
-        a.tie_word_embeddings.to_string(),
-        b.tie_word_embeddings.to_string(),
-    );
-    cmp("qkv_bias", a.qkv_bias.to_string(), b.qkv_bias.to_string());
-    out
+fn pretrain() -> String {
+    "pretrain".into()
 }
 
-/// Where the tokens come from, checked before anything is written: the tokenizer, and
-/// either a prepared directory or the input files.
-pub(super) struct DataSource {
-    pub(super) tokenizer: Gpt2Tokenizer,
-    pub(super) tokenizer_name: String,
-    shards: Option<PathBuf>,
-    files: Vec<PathBuf>,
-}
-
-/// The prepared tokens a run trains on, and their tokenizer.
-pub(super) struct Data {
-    pub(super) dir: PathBuf,
-    pub(super) tokenizer: Gpt2Tokenizer,
-    pub(super) tokenizer_name: String,
-}
-
-impl DataSource {
-    pub(super) fn open(config: &TrainConfig) -> Result<Self> {
-        let d = &config.data;
-        if let Some(dir) = &d.shards {
-            if !dir.join("manifest.json").is_file() {
-                return Err(TrainError::key(
-                    "data.shards",
-                    format!(
-                        "{} holds no prepared corpus (no manifest.json); make it with \
-                         `cargo xtask prepare --input <files> --out {}`",
-                        dir.display(),
-                        dir.display()
-                    ),
-                ));
-            }
-            let manifest = Manifest::load(dir)?;
-            return Ok(DataSource {
-                tokenizer: Gpt2Tokenizer::load(&manifest.tokenizer.name)?,
-                tokenizer_name: manifest.tokenizer.name,
-                shards: Some(dir.clone()),
-                files: Vec::new(),
-            });
-        }
-        let files = llm_data::text::collect_inputs(&d.inputs)?;
-        if files.is_empty() {
-            return Err(TrainError::key(
-                "data.inputs",
-                "no .txt or .jsonl (optionally .gz) files in the given paths",
-            ));
-        }
-        Ok(DataSource {
-            tokenizer: Gpt2Tokenizer::load(&d.tokenizer)?,
-            tokenizer_name: d.tokenizer.clone(),
-            shards: None,
-            files,
-        })
-    }
-
-    /// The prepared directory: `data.shards`, or `data.inputs` tokenized into the run
-    /// directory (unless the same inputs are already there).
-    pub(super) fn prepare(
-        self,
-        config: &TrainConfig,
-        run: &RunDir,
-        bar: &Option<ProgressBar>,
-    ) -> Result<Data> {
-        let dir = match self.shards {
-            Some(dir) => dir,
-            None => {
-                let d = &config.data;
-                let dir = run.data_dir();
-                let wanted = llm_data::input_list(&self.files)?;
-                let current = Manifest::load(&dir).ok().filter(|m| {
-                    m.inputs == wanted
-                        && m.tokenizer.name == d.tokenizer
-                        && m.val_fraction == d.val_fraction
-                });
-                if current.is_none() {
-                    let prep = PrepareConfig {
-                        val_fraction: d.val_fraction,
-                        shard_tokens: 100_000_000,
-                        text_field: d.text_field.clone(),
-                    };
-                    let report = llm_data::prepare(
-                        &d.inputs,
-                        &dir,
-                        &self.tokenizer,
-                        &d.tokenizer,
-                        &prep,
-                        &|_, _| {},
-                    )?;
-                    say(
-                        bar,
-                        &format!(
-                            "prepared {} tokens ({} train, {} val) into {}",
-                            report.tokens,
-                            report.manifest.train.tokens,
-                            report.manifest.val.tokens,
-                            dir.display()
-                        ),
-                    );
-                }
-                dir
-            }
-        };
-        Ok(Data {
-            dir,
-            tokenizer: self.tokenizer,
-            tokenizer_name: self.tokenizer_name,
-        })
-    }
-}
-
-/// What the recipe resolves to for this tokenizer and these devices.
-pub(super) struct Plan {
-    pub(super) model: Gpt2Config,
-    pub(super) seq_len: usize,
-    /// Micro-batches per optimizer step (a multiple of the number of devices).
-    pub(super) accum: usize,
-    pub(super) step_tokens: usize,
-}
-
-impl Plan {
-    pub(super) fn new(config: &TrainConfig, vocab_size: usize, n_devices: usize) -> Result<Plan> {
-        let model = config.model.resolve(vocab_size)?;
-        let seq_len = config.seq_len(&model)?;
-        let micro_tokens = config.run.batch_size * seq_len;
-        // At least one micro-batch per device, and the same number on each.
-        let accum = config
-            .run
-            .tokens_per_step
-            .map_or(1, |t| t.div_ceil(micro_tokens))
-            .max(1)
-            .div_ceil(n_devices)
-            * n_devices;
-        Ok(Plan {
-            model,
-            seq_len,
-            accum,
-            step_tokens: accum * micro_tokens,
-        })
-    }
-}
-
-/// The model, optimizer, data position and progress a run starts from.
-pub(super) struct State<B: AutodiffBackend> {
-    pub(super) model: Gpt<B>,
-    pub(super) optim: GptOptimizer<B>,
-    pub(super) batches: TokenBatches,
+/// The model, optimizer and progress a run starts from.
+pub(super) struct State<B: AutodiffBackend, T: Task<B>> {
+    pub(super) model: T::Model,
+    pub(super) optim: GptOptimizer<B, T::Model>,
     pub(super) step: usize,
     pub(super) best_val: Option<f64>,
     pub(super) guard: SpikeGuard,
@@ -248,25 +79,16 @@ pub(super) fn ensure_fresh(run: &RunDir, bar: &Option<ProgressBar>) -> Result<()
     Ok(())
 }
 
-pub(super) fn fresh_state<B: AutodiffBackend>(
-    config: &TrainConfig,
-    plan: &Plan,
-    data: &Data,
+/// Step 0: the backend RNG seeded with `run.seed`, then the task's fresh model.
+pub(super) fn fresh_state<B: AutodiffBackend, T: Task<B>>(
+    task: &mut T,
+    config: &LoopConfig,
     device: &B::Device,
-) -> Result<State<B>> {
-    let r = &config.run;
-    B::seed(device, r.seed);
-    let train_set = ShardSet::open(&data.dir, "train")?;
-    let batches = match config.data.sampling {
-        Sampling::Random => TokenBatches::random(train_set, r.batch_size, plan.seq_len, r.seed)?,
-        Sampling::Sequential => {
-            TokenBatches::sequential(train_set, r.batch_size, plan.seq_len, r.seed)?
-        }
-    };
+) -> Result<State<B, T>> {
+    B::seed(device, config.run.seed);
     Ok(State {
-        model: plan.model.init(device)?,
+        model: task.init_model(device)?,
         optim: GptOptimizer::new(&config.optimizer),
-        batches,
         step: 0,
         best_val: None,
         guard: SpikeGuard::default(),
@@ -274,18 +96,38 @@ pub(super) fn fresh_state<B: AutodiffBackend>(
     })
 }
 
-/// A resume must not change the model's shape or the batch shape: checked against the
+/// A resume must continue the same task with the same model shape: checked against the
 /// newest complete checkpoint's header before any data is prepared, and again against the
 /// checkpoint actually loaded.
-pub(super) fn check_resumable(run: &RunDir, plan: &Plan) -> Result<()> {
+pub(super) fn check_resumable<B: AutodiffBackend, T: Task<B>>(
+    run: &RunDir,
+    task: &T,
+) -> Result<()> {
     match run.checkpoints().newest_complete()? {
-        Some((_, info)) => same_shape(&info.config, plan),
+        Some((path, info)) => same_run(&path, &info.config, &info.metadata, task),
         None => Ok(()),
     }
 }
 
-fn same_shape(checkpoint: &Gpt2Config, plan: &Plan) -> Result<()> {
-    let diffs = shape_differences(checkpoint, &plan.model);
+fn same_run<B: AutodiffBackend, T: Task<B>>(
+    path: &Path,
+    config: &Gpt2Config,
+    metadata: &Value,
+    task: &T,
+) -> Result<()> {
+    let theirs = metadata["task"].as_str().unwrap_or("pretrain");
+    if theirs != task.name() {
+        return Err(TrainError::Resume(format!(
+            "{} is a checkpoint of a {theirs} run; it cannot resume as {}",
+            path.display(),
+            task.name()
+        )));
+    }
+    let diffs: Vec<String> = config
+        .differences(task.model_config())
+        .into_iter()
+        .map(|(k, a, b)| format!("model.{k}: checkpoint {a}, config {b}"))
+        .collect();
     if diffs.is_empty() {
         return Ok(());
     }
@@ -295,17 +137,16 @@ fn same_shape(checkpoint: &Gpt2Config, plan: &Plan) -> Result<()> {
     )))
 }
 
-/// The state in the newest valid checkpoint (step or best, whichever is newer). Damaged
-/// ones are set aside with a warning that names the file and the fault; with none left,
-/// `None` (the run starts from step 0).
-pub(super) fn restore_state<B: AutodiffBackend>(
-    config: &TrainConfig,
-    plan: &Plan,
-    data: &Data,
+/// The state in the newest valid checkpoint (step or best, whichever is newer), with the
+/// task's data position restored. Damaged ones are set aside with a warning that names the
+/// file and the fault; with none left, `None` (the run starts from step 0).
+pub(super) fn restore_state<B: AutodiffBackend, T: Task<B>>(
+    task: &mut T,
+    config: &LoopConfig,
     run: &RunDir,
     device: &B::Device,
     bar: &Option<ProgressBar>,
-) -> Result<Option<State<B>>> {
+) -> Result<Option<State<B, T>>> {
     let Some((path, ckpt)) = newest_valid(run, bar)? else {
         warn(
             bar,
@@ -316,7 +157,9 @@ pub(super) fn restore_state<B: AutodiffBackend>(
         );
         return Ok(None);
     };
-    let state = run_state(&path, &ckpt, config, plan)?;
+    same_run(&path, &ckpt.config, &ckpt.metadata, task)?;
+    let state: RunState = serde_json::from_value(ckpt.metadata.clone())
+        .map_err(|e| TrainError::Checkpoint(format!("{}: bad run state: {e}", path.display())))?;
     let section = |name: &str| {
         ckpt.section(name)
             .ok_or_else(|| TrainError::Checkpoint(format!("{}: no {name} section", path.display())))
@@ -326,15 +169,14 @@ pub(super) fn restore_state<B: AutodiffBackend>(
         section("optim.no_decay")?,
         device,
     )?;
-    let batches = TokenBatches::restore(ShardSet::open(&data.dir, "train")?, state.batches)?;
+    task.restore_position(state.data_position)?;
     say(
         bar,
         &format!("resuming at step {} from {}", state.step, path.display()),
     );
     Ok(Some(State {
-        model: ckpt.model(device)?,
+        model: task.load_model(&ckpt, device)?,
         optim,
-        batches,
         step: state.step,
         best_val: state.best_val_loss,
         guard: state.guard,
@@ -356,33 +198,13 @@ fn newest_valid(run: &RunDir, bar: &Option<ProgressBar>) -> Result<Option<(PathB
     })?)
 }
 
-/// The run state a checkpoint records, checked to fit this config.
-fn run_state(
-    path: &Path,
-    ckpt: &Checkpoint,
-    config: &TrainConfig,
-    plan: &Plan,
-) -> Result<RunState> {
-    same_shape(&ckpt.config, plan)?;
-    let state: RunState = serde_json::from_value(ckpt.metadata.clone())
-        .map_err(|e| TrainError::Checkpoint(format!("{}: bad run state: {e}", path.display())))?;
-    let (b, t) = (state.batches.batch_size, state.batches.seq_len);
-    if (b, t) != (config.run.batch_size, plan.seq_len) {
-        return Err(TrainError::Resume(format!(
-            "the batch shape changed from {b}×{t} to {}×{}",
-            config.run.batch_size, plan.seq_len
-        )));
-    }
-    Ok(state)
-}
-
 /// The lead model and optimizer, and a copy of each on every other device.
-pub(super) fn replicate<B: AutodiffBackend>(
-    model: Gpt<B>,
-    optim: GptOptimizer<B>,
-    config: &TrainConfig,
+pub(super) fn replicate<B: AutodiffBackend, M: Objective<B>>(
+    model: M,
+    optim: GptOptimizer<B, M>,
+    config: &LoopConfig,
     devices: &[B::Device],
-) -> Result<Vec<Replica<B>>> {
+) -> Result<Vec<Replica<B, M>>> {
     let mut replicas = vec![Replica {
         model,
         optim,
@@ -392,33 +214,16 @@ pub(super) fn replicate<B: AutodiffBackend>(
         let (decay, no_decay) = replicas[0].optim.to_bytes()?;
         replicas.push(Replica {
             model: replicas[0].model.clone().fork(d),
-            optim: GptOptimizer::<B>::new(&config.optimizer).load_bytes(&decay, &no_decay, d)?,
+            optim: GptOptimizer::new(&config.optimizer).load_bytes(&decay, &no_decay, d)?,
             device: d.clone(),
         });
     }
     Ok(replicas)
 }
 
-/// Writes `config.json`: the recipe with the model spelled out.
-pub(super) fn write_resolved_config(
-    config: &TrainConfig,
-    model: &Gpt2Config,
-    run: &RunDir,
-) -> Result<()> {
-    let mut resolved = config.clone();
-    resolved.model = ModelConfig {
-        preset: None,
-        n_layer: Some(model.n_layer),
-        n_head: Some(model.n_head),
-        n_embd: Some(model.n_embd),
-        n_positions: Some(model.n_positions),
-        n_inner: Some(model.inner_dim()),
-        vocab_size: Some(model.vocab_size),
-        dropout: Some(model.resid_pdrop),
-        tie_word_embeddings: Some(model.tie_word_embeddings),
-        qkv_bias: Some(model.qkv_bias),
-    };
-    let json = serde_json::to_string_pretty(&resolved).expect("config serialises");
+/// Writes `config.json`: the task's recipe, resolved.
+pub(super) fn write_resolved_config(recipe: &Value, run: &RunDir) -> Result<()> {
+    let json = serde_json::to_string_pretty(recipe).expect("config serialises");
     llm_common::fs::atomic_write(&run.config_path(), json.as_bytes())
         .map_err(|e| TrainError::io(run.config_path(), e))
 }

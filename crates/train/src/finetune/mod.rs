@@ -1,0 +1,119 @@
+//! Fine-tuning: tasks that start from a trained GPT and run through the one loop.
+//!
+//! - [`FinetuneConfig`]: the recipe (`configs/finetune-*.json`).
+//! - [`Classify`]: spam classification with a 2-way head (chapter 6).
+//! - [`Instruct`]: instruction fine-tuning with the Alpaca template (chapter 7).
+//! - [`Dpo`]: direct preference optimisation against a frozen reference.
+//! - [`finetune`]: builds the recipe's task on a base model and trains it.
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use llm_bpe::Gpt2Tokenizer;
+use llm_model::adapters::BaseModel;
+use llm_model::{Checkpoint, Gpt, Gpt2Config, LoraConfig};
+
+use crate::error::{Result, TrainError};
+use crate::trainer::{train_task, Summary, TrainOptions};
+
+mod classify;
+mod config;
+mod dpo;
+mod epochs;
+mod instruct;
+pub mod score;
+
+pub use classify::{predict, Classify, LABELS};
+pub use config::{DpoConfig, FinetuneConfig, FinetuneData, InstructConfig, LogProb, TASKS};
+pub use dpo::{dpo_loss, response_logprob, Dpo, DpoBatch, DpoTerms, Policy};
+pub use instruct::{Instruct, TEST_RESPONSES};
+
+/// Fine-tunes `base` as `recipe` says, in `options.run_dir` on `device`. The tokenizer must
+/// fit the model's vocabulary. `reference` is DPO's reference model (a copy of `base` when
+/// `None`); other tasks ignore it.
+pub fn finetune<B: AutodiffBackend>(
+    recipe: FinetuneConfig,
+    base: Gpt<B>,
+    reference: Option<Gpt<B::InnerBackend>>,
+    tokenizer: &Gpt2Tokenizer,
+    tokenizer_name: &str,
+    options: TrainOptions,
+    device: B::Device,
+) -> Result<Summary> {
+    recipe.validate()?;
+    if tokenizer.vocab_size() > base.vocab_size() {
+        return Err(TrainError::Config(format!(
+            "the tokenizer {tokenizer_name:?} has {} tokens but the model's vocabulary only {}: \
+             the model was trained with another tokenizer",
+            tokenizer.vocab_size(),
+            base.vocab_size()
+        )));
+    }
+    match recipe.task.as_str() {
+        "classify" => {
+            let task = Classify::new(recipe.clone(), base, tokenizer, tokenizer_name)?;
+            let settings = recipe.loop_config(task.steps_per_epoch());
+            train_task::<B, _>(task, settings, options, vec![device])
+        }
+        "instruct" => {
+            let task = Instruct::new(recipe.clone(), base, tokenizer, tokenizer_name)?;
+            let settings = recipe.loop_config(task.steps_per_epoch());
+            train_task::<B, _>(task, settings, options, vec![device])
+        }
+        "dpo" => {
+            let task = Dpo::new(recipe.clone(), base, reference, tokenizer, tokenizer_name)?;
+            let settings = recipe.loop_config(task.steps_per_epoch());
+            train_task::<B, _>(task, settings, options, vec![device])
+        }
+        other => Err(TrainError::key("task", format!("unknown task {other:?}"))),
+    }
+}
+
+/// How a fine-tuned GPT is saved and restored: whole, or, with LoRA, the adapters alone
+/// with the base named and fingerprinted.
+pub(crate) struct Saving {
+    lora: Option<LoraConfig>,
+    base: BaseModel,
+}
+
+impl Saving {
+    pub(crate) fn new<B: Backend>(recipe: &FinetuneConfig, base: &Gpt<B>) -> Self {
+        let sha256 = match recipe.lora {
+            Some(_) => base.base_fingerprint(),
+            None => String::new(),
+        };
+        Saving {
+            lora: recipe.lora.clone(),
+            base: BaseModel {
+                model: recipe.model.clone(),
+                sha256,
+            },
+        }
+    }
+
+    /// A checkpoint of the GPT (the caller adds a head or metadata).
+    pub(crate) fn save<B: Backend>(&self, gpt: &Gpt<B>) -> Result<Checkpoint> {
+        Ok(match &self.lora {
+            Some(lora) => Checkpoint::from_adapters(gpt, lora, &self.base)?,
+            None => Checkpoint::from_model(gpt)?,
+        })
+    }
+
+    /// The GPT a checkpoint made by [`Self::save`] holds: the adapters on `base`, or the
+    /// whole model.
+    pub(crate) fn load<B: Backend>(
+        &self,
+        ckpt: &Checkpoint,
+        base: Option<&Gpt<B>>,
+        config: &Gpt2Config,
+        device: &B::Device,
+    ) -> Result<Gpt<B>> {
+        Ok(match (&self.lora, base) {
+            (Some(_), Some(base)) => ckpt.adapted(base.clone(), device)?,
+            (Some(_), None) => {
+                return Err(TrainError::Resume(
+                    "a LoRA run resumes on its base model, which is no longer loaded".into(),
+                ))
+            }
+            (None, _) => ckpt.load_into(config.init::<B>(device)?, device)?,
+        })
+    }
+}
