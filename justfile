@@ -18,8 +18,26 @@ fmt:
 pretrain *ARGS:
     cargo xtask pretrain {{ARGS}}
 
+# Fine-tune a trained GPT on a task: classify, instruct or dpo (configs/finetune-<task>.json).
+finetune TASK *ARGS:
+    cargo xtask finetune --task {{TASK}} {{ARGS}}
+
+walk_prompt := "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nName the opposite of 'hot'.\n\n### Response:\n"
+
+# The walk of docs/finetune.md: pre-train, then instruct, then DPO, with a generation for the
+# same prompt before and after each stage, then spam classification.
+walk:
+    cargo xtask pretrain
+    cargo xtask generate --model runs/shakespeare-small --prompt "{{walk_prompt}}" --max-new-tokens 30
+    cargo xtask finetune --task instruct --json
+    cargo xtask generate --model runs/instruct --prompt "{{walk_prompt}}" --max-new-tokens 30 --stop-at-eot
+    cargo xtask finetune --task dpo --json
+    cargo xtask generate --model runs/dpo --prompt "{{walk_prompt}}" --max-new-tokens 30 --stop-at-eot
+    cargo xtask finetune --task classify --json
+
 # Benchmarks: tokenizer vs tiktoken, data pipeline, GPT-2 forward and training vs PyTorch
-# (pip install tiktoken torch), matmul per CPU backend, checkpoint checksums.
+# (pip install tiktoken torch), matmul per CPU backend, checkpoint checksums, fine-tuning
+# steps (SFT, DPO, LoRA) vs PyTorch.
 bench:
     cargo bench -p llm-bpe
     cargo bench -p llm-data
@@ -27,6 +45,7 @@ bench:
     cargo bench -p llm-model --bench matmul
     cargo bench -p llm-model --bench checkpoint
     cargo bench -p llm-train --bench train
+    cargo bench -p llm-train --bench finetune
 
 # Everything CI runs.
 ci:

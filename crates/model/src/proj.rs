@@ -128,11 +128,15 @@ impl<B: Backend> Proj<B> {
         let d_out = self.dims()[1];
         let x = x.reshape([b * t, d_in]); // [b·t, d_in]
         let bias = self.bias.as_ref().map(|b| b.val());
-        let mut y = linear(x.clone(), self.weight.val(), bias); // [b·t, d_out]
-        if let Some(lora) = &self.lora {
-            let delta = x.matmul(lora.a.val()).matmul(lora.b.val()); // [b·t, d_out]
-            y = y + delta * lora.scale;
-        }
+        // Only an adapter needs `x` twice: a second handle would keep Burn from reusing
+        // its buffer in place.
+        let y = match &self.lora {
+            None => linear(x, self.weight.val(), bias), // [b·t, d_out]
+            Some(lora) => {
+                let delta = x.clone().matmul(lora.a.val()).matmul(lora.b.val()); // [b·t, d_out]
+                linear(x, self.weight.val(), bias) + delta * lora.scale
+            }
+        };
         y.reshape([b, t, d_out])
     }
 

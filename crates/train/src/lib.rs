@@ -1,8 +1,13 @@
-//! # llm-train: pre-training
+//! # llm-train: the training loop, pre-training and fine-tuning
 //!
-//! The training loop of llm-e2e, generic over `B: AutodiffBackend`, and what it needs:
+//! One training loop ([`train_task`]), generic over `B: AutodiffBackend` and over the
+//! [`Task`] it runs: pre-training ([`Pretrain`], through [`train()`]) and the fine-tuning
+//! tasks of [`finetune`] (classification, instruction SFT, DPO, each optionally with LoRA).
+//! A task supplies its batches, its loss ([`Objective`]), its measures ([`Evaluation`]),
+//! its checkpoints and its resumable data position; [`Trainable`] picks the parameters that
+//! train. What the loop gives every task:
 //!
-//! - [`TrainConfig`]: a run recipe (model, data, optimizer, schedule, run settings) from
+//! - [`TrainConfig`]: a pre-training recipe (model, data, optimizer, schedule, run settings) from
 //!   `configs/*.json` with `--set key=value` overrides; unknown keys are errors naming the
 //!   key.
 //! - [`train()`] (and [`train_on`] with explicit devices): the loop. AdamW with betas
