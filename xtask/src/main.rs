@@ -51,7 +51,7 @@ enum Command {
     Backends(backends::BackendsArgs),
     /// Pre-train a GPT (default: a small GPT on Shakespeare, on the CPU), or continue a run.
     Pretrain(pretrain_cmd::PretrainArgs),
-    /// Fine-tune a trained GPT on a task (classify), or continue such a run.
+    /// Fine-tune a trained GPT: classify, instruct or dpo, optionally with LoRA; or continue such a run.
     Finetune(finetune_cmd::FinetuneArgs),
     /// Label texts with a fine-tuned classifier: prints the label and its probability.
     Classify(finetune_cmd::ClassifyArgs),

@@ -592,3 +592,58 @@ fn a_base_whose_vocabulary_misses_tokenizer_ids_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_lora_run_resumes_bit_exactly_and_chains_into_the_next_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let lora = ["--lora", "2,4"];
+    task_run(dir.path(), "instruct", "straight", &lora);
+    task_run(
+        dir.path(),
+        "instruct",
+        "paused",
+        &[&lora[..], &["--stop-at-step", "3"]].concat(),
+    );
+    let paused = dir.path().join("paused").display().to_string();
+    // Other LoRA settings cannot continue the run.
+    let err = fails(&["finetune", "--resume", &paused, "--lora", "4"]);
+    assert!(err.contains("rank 2") && err.contains("rank 4"), "{err}");
+    ok(&["finetune", "--resume", &paused]);
+    let straight = losses(&dir.path().join("straight"));
+    assert_eq!(straight.len(), 8);
+    assert_eq!(straight, losses(&dir.path().join("paused")));
+    // The LoRA run is the next stage's base: its adapters are merged into it.
+    let data = format!(
+        "data.path={}",
+        json_slice(dir.path(), "instruction-data-with-preference.json", 40).display()
+    );
+    let out = dir.path().join("dpo").display().to_string();
+    let stdout = ok(&[
+        "finetune",
+        "--task",
+        "dpo",
+        "--model",
+        &paused,
+        "--out",
+        &out,
+        "--json",
+        "--set",
+        &data,
+        "--set",
+        "run.batch_size=4",
+        "--max-steps",
+        "1",
+    ]);
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["steps"], 1);
+    let err = fails(&[
+        "finetune",
+        "--task",
+        "instruct",
+        "--model",
+        &fixture(),
+        "--set",
+        "trainable=lora",
+    ]);
+    assert!(err.contains("trainable") && err.contains("lora"), "{err}");
+}

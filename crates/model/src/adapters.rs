@@ -6,9 +6,9 @@
 //! SHA-256 of the base's weights (`base.sha256`, [`Gpt::base_fingerprint`]), so the
 //! adapters are never put on a different base.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::SafeTensors;
@@ -50,11 +50,11 @@ impl Path {
 }
 
 /// Hashes every base weight (path and f32 bytes, in module order), or collects every
-/// adapter.
+/// adapter with its parameter id (the optimizer keys its state by that id).
 struct Walker {
     path: Path,
     hasher: Sha256,
-    adapters: BTreeMap<String, TensorData>,
+    adapters: BTreeMap<String, (TensorData, ParamId)>,
 }
 
 impl<B: Backend> ModuleVisitor<B> for Walker {
@@ -67,7 +67,7 @@ impl<B: Backend> ModuleVisitor<B> for Walker {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let data = param.val().into_data().convert::<f32>();
         if self.path.is_adapter() {
-            self.adapters.insert(self.path.joined(), data);
+            self.adapters.insert(self.path.joined(), (data, param.id));
         } else {
             self.hasher.update(self.path.joined().as_bytes());
             self.hasher.update(data.as_bytes());
@@ -75,10 +75,12 @@ impl<B: Backend> ModuleVisitor<B> for Walker {
     }
 }
 
-/// Fills every adapter from a safetensors blob, by path.
+/// Fills every adapter from a safetensors blob, by path, with the parameter id it was
+/// saved with (so a resumed run's optimizer state finds its parameters again).
 struct Filler<'a> {
     path: Path,
     file: &'a SafeTensors<'a>,
+    ids: HashMap<String, String>,
     errors: Vec<String>,
 }
 
@@ -116,7 +118,12 @@ impl<B: Backend> ModuleMapper<B> for Filler<'_> {
             .collect();
         let device = param.val().device();
         let t = Tensor::from_data(TensorData::new(values, want), &device);
-        Param::initialized(param.id, t)
+        let id = self
+            .ids
+            .get(&key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(param.id, ParamId::from);
+        Param::initialized(id, t)
     }
 }
 
@@ -147,21 +154,28 @@ impl<B: Backend> Gpt<B> {
         }
         let views: Vec<(String, F32View)> = adapters
             .iter()
-            .map(|(k, d)| (k.clone(), F32View(d)))
+            .map(|(k, (d, _))| (k.clone(), F32View(d)))
             .collect();
-        safetensors::serialize(views, None)
+        let ids: HashMap<String, String> = adapters
+            .iter()
+            .map(|(k, (_, id))| (k.clone(), id.val().to_string()))
+            .collect();
+        safetensors::serialize(views, Some(ids))
             .map_err(|e| ModelError::Input(format!("cannot serialise the adapters: {e}")))
     }
 
     /// Loads adapter weights saved by [`Self::adapters_to_bytes`] into this model, which
     /// must carry adapters of the same shapes ([`Self::with_lora`]).
     pub fn load_adapters(self, bytes: &[u8]) -> Result<Self> {
-        let file = SafeTensors::deserialize(bytes).map_err(|e| {
+        let bad = |e: safetensors::SafeTensorError| {
             ModelError::Input(format!("the adapters section is not safetensors: {e}"))
-        })?;
+        };
+        let file = SafeTensors::deserialize(bytes).map_err(bad)?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(bad)?;
         let mut filler = Filler {
             path: Path::default(),
             file: &file,
+            ids: header.metadata().clone().unwrap_or_default(),
             errors: Vec::new(),
         };
         let model = self.map(&mut filler);
@@ -262,6 +276,12 @@ mod tests {
 
         let ids = base.tokens(&[&[5, 6, 7, 8]], &device).unwrap();
         let restored = ckpt.adapted(base.clone(), &device).unwrap();
+        let id = |m: &Gpt<B>| m.h[0].attn.c_attn.lora.as_ref().unwrap().a.id;
+        assert_eq!(
+            id(&restored),
+            id(&adapted),
+            "the optimizer finds its adapters again"
+        );
         let diff: f32 = (restored.forward(ids.clone()) - adapted.forward(ids))
             .abs()
             .max()

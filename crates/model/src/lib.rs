@@ -13,9 +13,10 @@
 //!   - [`Gpt::forward_hidden`]: the final hidden states (after `ln_f`), for other heads
 //!     such as [`Classifier`].
 //!   - [`cross_entropy`]: the loss, with PyTorch's `ignore_index = -100`.
-//! - [`Proj`]: every projection (`c_attn`, `c_proj`, `c_fc`, an untied `lm_head`), which
-//!   can carry a LoRA adapter ([`Gpt::with_lora`], [`Gpt::merge_lora`]); [`adapters`]
-//!   saves adapters alone, on a fingerprinted base.
+//! - [`Proj`]: every projection (`c_attn`, `c_proj`, `c_fc`, an untied `lm_head`), each
+//!   able to carry a LoRA adapter; [`Gpt::with_lora`] adapts the [`LORA_TARGETS`],
+//!   [`Gpt::merge_lora`] folds them back; [`adapters`] saves adapters alone, on a
+//!   fingerprinted base.
 //! - [`perplexity`]: sliding-window loss and perplexity over a long text.
 //! - [`generate()`]: greedy / temperature / top-k sampling with the KV cache ([`Sampler`]).
 //! - Weights: [`weights::load_weights`] (strict, both HF key layouts, safetensors and

@@ -113,6 +113,12 @@ pub fn load<B: Backend>(source: &ModelSource, device: &B::Device) -> Result<(Gpt
                 // Adapters alone: load the base they name, then put them on it.
                 Some((base, _)) => {
                     let (base, _) = load(&locate(&base.model, &Hub::from_env()?)?, device)?;
+                    // A base that is itself a LoRA run: its adapters are part of the base.
+                    let base = if base.has_lora() {
+                        base.merge_lora()
+                    } else {
+                        base
+                    };
                     ckpt.adapted(base, device)
                         .map_err(|e| ModelError::file(path, e.to_string()))?
                 }

@@ -157,7 +157,8 @@ impl<B: Backend> Proj<B> {
     pub fn merged(mut self) -> Self {
         if let Some(lora) = self.lora.take() {
             let delta = lora.a.val().matmul(lora.b.val()) * lora.scale; // [d_in, d_out]
-            let w = self.weight.val() + delta;
+                                                                        // A new leaf: on an autodiff backend the sum would otherwise be part of a graph.
+            let w = (self.weight.val() + delta).detach();
             self.weight = Param::initialized(self.weight.id, w);
         }
         self

@@ -112,8 +112,8 @@ impl<B: AutodiffBackend> Classify<B> {
         })
     }
 
-    /// Optimizer steps in one pass over the training split.
-    pub fn steps_per_epoch(&self) -> usize {
+    /// Whole batches in one pass over the training split.
+    pub fn batches_per_epoch(&self) -> usize {
         self.epochs.batches_per_epoch()
     }
 

@@ -108,8 +108,8 @@ pub struct FinetuneConfig {
     pub lora: Option<LoraConfig>,
     /// Dropout while fine-tuning (the base model's own setting when left out).
     pub dropout: Option<f64>,
-    /// Train this many passes over the training split: sets `schedule.max_steps` and, unless
-    /// given, evaluates once per epoch.
+    /// Train this many passes over the training split: sets `schedule.max_steps`, evaluates
+    /// once per epoch (`run.eval_every`) and checkpoints at least as often.
     pub epochs: Option<usize>,
     pub instruct: InstructConfig,
     pub dpo: DpoConfig,
@@ -200,6 +200,12 @@ impl FinetuneConfig {
         if !(self.dpo.beta.is_finite() && self.dpo.beta > 0.0) {
             return Err(TrainError::key("dpo.beta", "must be a positive number"));
         }
+        if self.trainable == Trainable::Lora && self.lora.is_none() {
+            return Err(TrainError::key(
+                "trainable",
+                "\"lora\" needs a `lora` section (or --lora RANK[,ALPHA]): without adapters nothing would train",
+            ));
+        }
         if self.epochs == Some(0) {
             return Err(TrainError::key(
                 "epochs",
@@ -220,7 +226,8 @@ impl FinetuneConfig {
         }
     }
 
-    /// The loop's settings, with `epochs` turned into steps of `steps_per_epoch`.
+    /// The loop's settings, with `epochs` turned into `epochs × steps_per_epoch` steps,
+    /// an evaluation at the end of every epoch, and a checkpoint at least that often.
     pub fn loop_config(&self, steps_per_epoch: usize) -> LoopConfig {
         let mut c = LoopConfig {
             optimizer: self.optimizer.clone(),

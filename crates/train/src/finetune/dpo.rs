@@ -144,8 +144,10 @@ fn reference_logprobs<B: Backend>(
     )
 }
 
-fn to_vec<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
-    t.into_data().to_vec().unwrap_or_default()
+fn to_vec<B: Backend>(t: Tensor<B, 1>) -> Result<Vec<f32>> {
+    t.into_data()
+        .to_vec()
+        .map_err(|e| TrainError::Config(format!("reading log-probabilities: {e:?}")))
 }
 
 /// The DPO task: preference pairs, the frozen reference and the batch order.
@@ -242,8 +244,8 @@ impl<B: AutodiffBackend> Dpo<B> {
         })
     }
 
-    /// Optimizer steps in one pass over the training split.
-    pub fn steps_per_epoch(&self) -> usize {
+    /// Whole batches in one pass over the training split.
+    pub fn batches_per_epoch(&self) -> usize {
         self.epochs.batches_per_epoch()
     }
 
@@ -260,7 +262,7 @@ impl<B: AutodiffBackend> Dpo<B> {
 
     /// The reference's log-probabilities of every training pair, in fixed batches (so the
     /// values do not depend on the order the pairs are later drawn in).
-    fn fill_cache(&mut self, device: &B::Device) {
+    fn fill_cache(&mut self, device: &B::Device) -> Result<()> {
         let n = self.splits[0].len();
         let bs = self.recipe.run.batch_size.max(1);
         let mut cache = Vec::with_capacity(n);
@@ -269,9 +271,10 @@ impl<B: AutodiffBackend> Dpo<B> {
             let pairs: PreferenceBatch<B::InnerBackend> =
                 self.batcher.batch(self.items(0, &idx), device);
             let (c, r) = reference_logprobs(&self.reference, &pairs, self.mean());
-            cache.extend(to_vec(c).into_iter().zip(to_vec(r)));
+            cache.extend(to_vec(c)?.into_iter().zip(to_vec(r)?));
         }
         self.cache = Some(cache);
+        Ok(())
     }
 
     fn policy(&self, gpt: Gpt<B>) -> Policy<B> {
@@ -292,7 +295,7 @@ impl<B: AutodiffBackend> Dpo<B> {
         split: usize,
         max_batches: Option<usize>,
         device: &B::Device,
-    ) -> Option<(f64, BTreeMap<String, f64>)> {
+    ) -> Result<Option<(f64, BTreeMap<String, f64>)>> {
         let n = self.splits[split].len();
         let bs = self.recipe.run.batch_size.max(1);
         let starts: Vec<usize> = (0..n)
@@ -300,7 +303,7 @@ impl<B: AutodiffBackend> Dpo<B> {
             .take(max_batches.unwrap_or(usize::MAX))
             .collect();
         if starts.is_empty() {
-            return None;
+            return Ok(None);
         }
         let (mut loss, mut chosen, mut rejected, mut wins, mut count) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for start in &starts {
@@ -314,7 +317,7 @@ impl<B: AutodiffBackend> Dpo<B> {
                 ref_rejected: rr,
             });
             let l: f64 = t.loss.into_scalar().elem();
-            let (c, r) = (to_vec(t.chosen_rewards), to_vec(t.rejected_rewards));
+            let (c, r) = (to_vec(t.chosen_rewards)?, to_vec(t.rejected_rewards)?);
             loss += l * idx.len() as f64;
             chosen += c.iter().map(|&x| x as f64).sum::<f64>();
             rejected += r.iter().map(|&x| x as f64).sum::<f64>();
@@ -331,7 +334,7 @@ impl<B: AutodiffBackend> Dpo<B> {
             ),
             (format!("{prefix}_reward_accuracy"), wins / count),
         ]);
-        Some((loss / count, metrics))
+        Ok(Some((loss / count, metrics)))
     }
 }
 
@@ -400,7 +403,7 @@ impl<B: AutodiffBackend> Task<B> for Dpo<B> {
             .into_iter()
             .next()
             .unwrap_or_default();
-        self.fill_cache(&device);
+        self.fill_cache(&device)?;
         Ok(vec![format!(
             "cached the reference's log-probabilities of {} training pairs in {:.1} s",
             self.splits[0].len(),
@@ -480,11 +483,11 @@ impl<B: AutodiffBackend> Task<B> for Dpo<B> {
         model: &Inner<B, Policy<B>>,
         device: &B::Device,
     ) -> Result<Option<Evaluation>> {
-        let Some((loss, mut metrics)) = self.measure(model, 1, None, device) else {
+        let Some((loss, mut metrics)) = self.measure(model, 1, None, device)? else {
             return Ok(None);
         };
         let batches = Some(self.recipe.run.eval_batches.max(1));
-        if let Some((train_loss, train)) = self.measure(model, 0, batches, device) {
+        if let Some((train_loss, train)) = self.measure(model, 0, batches, device)? {
             metrics.insert("train_loss".into(), train_loss);
             metrics.extend(train);
         }
@@ -496,7 +499,7 @@ impl<B: AutodiffBackend> Task<B> for Dpo<B> {
         model: &Inner<B, Policy<B>>,
         device: &B::Device,
     ) -> Result<Option<f64>> {
-        Ok(self.measure(model, 1, Some(1), device).map(|(l, _)| l))
+        Ok(self.measure(model, 1, Some(1), device)?.map(|(l, _)| l))
     }
 
     fn finish(
@@ -506,7 +509,7 @@ impl<B: AutodiffBackend> Task<B> for Dpo<B> {
         device: &B::Device,
     ) -> Result<BTreeMap<String, f64>> {
         let mut out = BTreeMap::new();
-        if let Some((loss, metrics)) = self.measure(model, 1, None, device) {
+        if let Some((loss, metrics)) = self.measure(model, 1, None, device)? {
             out.insert("val_loss".into(), loss);
             out.extend(metrics);
         }

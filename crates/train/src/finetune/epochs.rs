@@ -10,12 +10,15 @@ use serde_json::Value;
 
 use crate::error::{Result, TrainError};
 
-/// Where the stream of training batches is.
+/// Where the stream of training batches is, and the stream's shape (which a resume must
+/// keep).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Position {
     pub(super) epoch: usize,
     /// Batches of this epoch already drawn.
     pub(super) cursor: usize,
+    pub(super) examples: usize,
+    pub(super) batch_size: usize,
 }
 
 /// Seeded epochs of batches of example indices.
@@ -37,6 +40,8 @@ impl Epochs {
             position: Position {
                 epoch: 0,
                 cursor: 0,
+                examples,
+                batch_size,
             },
         };
         e.order = e.shuffled(0);
@@ -60,10 +65,8 @@ impl Epochs {
     pub(super) fn next_batch(&mut self) -> &[usize] {
         let bs = self.batch_size;
         if (self.position.cursor + 1) * bs > self.order.len() {
-            self.position = Position {
-                epoch: self.position.epoch + 1,
-                cursor: 0,
-            };
+            self.position.epoch += 1;
+            self.position.cursor = 0;
             self.order = self.shuffled(self.position.epoch);
         }
         let start = self.position.cursor * bs;
@@ -78,6 +81,13 @@ impl Epochs {
     pub(super) fn restore(&mut self, position: Value) -> Result<()> {
         let p: Position = serde_json::from_value(position)
             .map_err(|e| TrainError::Checkpoint(format!("bad data position: {e}")))?;
+        let (was, now) = ((p.examples, p.batch_size), (self.examples, self.batch_size));
+        if was != now {
+            return Err(TrainError::Resume(format!(
+                "the run drew batches of {} from {} training examples; the recipe now makes batches of {} from {}",
+                was.1, was.0, now.1, now.0
+            )));
+        }
         self.order = self.shuffled(p.epoch);
         self.position = p;
         Ok(())
@@ -104,5 +114,11 @@ mod tests {
         let again: Vec<Vec<usize>> = (0..4).map(|_| b.next_batch().to_vec()).collect();
         assert_eq!(next, again);
         assert_ne!(first[0], next[0], "a new epoch reshuffles");
+        let mut other = Epochs::new(10, 2, 7);
+        let e = other.restore(b.position()).unwrap_err().to_string();
+        assert!(
+            e.contains("batches of 3") && e.contains("batches of 2"),
+            "{e}"
+        );
     }
 }

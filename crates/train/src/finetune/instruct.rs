@@ -8,7 +8,8 @@
 //!   at every padding position after the first, and, with `instruct.mask_prompt`, in the
 //!   prompt too.
 //! - **Length rule:** an example longer than the model's context keeps its first
-//!   `n_positions` tokens (the end of a long response is cut); the cut ones are counted.
+//!   `n_positions` tokens (the end of a long response, and its end token, are cut); the
+//!   cut ones are counted.
 //! - **At the end:** a greedy response to every test prompt, written to
 //!   `test-responses.jsonl` and scored against the reference with token F1 and ROUGE-L.
 //! - The checkpoint records the prompt template (`prompt_template: "alpaca"`).
@@ -93,9 +94,9 @@ impl<B: AutodiffBackend> Instruct<B> {
             let data = InstructionDataset::new(set, tokenizer)
                 .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
             for item in (0..data.len()).filter_map(|i| data.get(i)) {
-                // + 1: the end-of-text token appended to every example.
-                truncated += (item.ids.len() + 1 > n_positions) as usize;
-                longest = longest.max((item.ids.len() + 1).min(n_positions));
+                // A row's inputs are its ids (the appended end token is only a target).
+                truncated += (item.ids.len() > n_positions) as usize;
+                longest = longest.max(item.ids.len().min(n_positions));
             }
             splits.push(data);
         }
@@ -134,8 +135,8 @@ impl<B: AutodiffBackend> Instruct<B> {
         })
     }
 
-    /// Optimizer steps in one pass over the training split.
-    pub fn steps_per_epoch(&self) -> usize {
+    /// Whole batches in one pass over the training split.
+    pub fn batches_per_epoch(&self) -> usize {
         self.epochs.batches_per_epoch()
     }
 

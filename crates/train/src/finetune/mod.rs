@@ -12,7 +12,8 @@ use llm_model::adapters::BaseModel;
 use llm_model::{Checkpoint, Gpt, Gpt2Config, LoraConfig};
 
 use crate::error::{Result, TrainError};
-use crate::trainer::{train_task, Summary, TrainOptions};
+use crate::task::Task;
+use crate::trainer::{accumulation, train_task, Summary, TrainOptions};
 
 mod classify;
 mod config;
@@ -26,9 +27,11 @@ pub use config::{DpoConfig, FinetuneConfig, FinetuneData, InstructConfig, LogPro
 pub use dpo::{dpo_loss, response_logprob, Dpo, DpoBatch, DpoTerms, Policy};
 pub use instruct::{Instruct, TEST_RESPONSES};
 
-/// Fine-tunes `base` as `recipe` says, in `options.run_dir` on `device`. The tokenizer must
-/// fit the model's vocabulary. `reference` is DPO's reference model (a copy of `base` when
-/// `None`); other tasks ignore it.
+/// Fine-tunes `base` as `recipe` says, in `options.run_dir` on `device` (and, with
+/// `run.devices` > 1, the devices after it). The tokenizer must fit the model's vocabulary.
+/// `reference` is DPO's reference model (a copy of `base` when `None`); other tasks ignore
+/// it. A base that carries LoRA adapters (a LoRA run) has them merged first: they are part
+/// of what it learned.
 pub fn finetune<B: AutodiffBackend>(
     recipe: FinetuneConfig,
     base: Gpt<B>,
@@ -47,24 +50,50 @@ pub fn finetune<B: AutodiffBackend>(
             base.vocab_size()
         )));
     }
+    let base = if base.has_lora() {
+        base.merge_lora()
+    } else {
+        base
+    };
+    let reference = reference.map(|r| if r.has_lora() { r.merge_lora() } else { r });
+    let (tok, name) = (tokenizer, tokenizer_name);
     match recipe.task.as_str() {
         "classify" => {
-            let task = Classify::new(recipe.clone(), base, tokenizer, tokenizer_name)?;
-            let settings = recipe.loop_config(task.steps_per_epoch());
-            train_task::<B, _>(task, settings, options, vec![device])
+            let task = Classify::new(recipe.clone(), base, tok, name)?;
+            let batches = task.batches_per_epoch();
+            run(task, batches, &recipe, options, device)
         }
         "instruct" => {
-            let task = Instruct::new(recipe.clone(), base, tokenizer, tokenizer_name)?;
-            let settings = recipe.loop_config(task.steps_per_epoch());
-            train_task::<B, _>(task, settings, options, vec![device])
+            let task = Instruct::new(recipe.clone(), base, tok, name)?;
+            let batches = task.batches_per_epoch();
+            run(task, batches, &recipe, options, device)
         }
         "dpo" => {
-            let task = Dpo::new(recipe.clone(), base, reference, tokenizer, tokenizer_name)?;
-            let settings = recipe.loop_config(task.steps_per_epoch());
-            train_task::<B, _>(task, settings, options, vec![device])
+            let task = Dpo::new(recipe.clone(), base, reference, tok, name)?;
+            let batches = task.batches_per_epoch();
+            run(task, batches, &recipe, options, device)
         }
         other => Err(TrainError::key("task", format!("unknown task {other:?}"))),
     }
+}
+
+/// Runs a task through the loop, its `epochs` counted in optimizer steps: each step takes
+/// `accum` micro-batches (`run.tokens_per_step`, `run.devices`).
+fn run<B: AutodiffBackend, T: Task<B>>(
+    task: T,
+    batches_per_epoch: usize,
+    recipe: &FinetuneConfig,
+    options: TrainOptions,
+    device: B::Device,
+) -> Result<Summary> {
+    let devices = crate::parallel::devices::<B>(&device, recipe.run.devices)?;
+    let accum = accumulation(
+        recipe.run.tokens_per_step,
+        task.tokens_per_batch(),
+        devices.len(),
+    );
+    let settings = recipe.loop_config((batches_per_epoch / accum).max(1));
+    train_task::<B, T>(task, settings, options, devices)
 }
 
 /// How a fine-tuned GPT is saved and restored: whole, or, with LoRA, the adapters alone
@@ -80,12 +109,12 @@ impl Saving {
             Some(_) => base.base_fingerprint(),
             None => String::new(),
         };
+        // A path is stored whole, so the checkpoint loads from any working directory.
+        let model = std::fs::canonicalize(&recipe.model)
+            .map_or(recipe.model.clone(), |p| p.display().to_string());
         Saving {
             lora: recipe.lora.clone(),
-            base: BaseModel {
-                model: recipe.model.clone(),
-                sha256,
-            },
+            base: BaseModel { model, sha256 },
         }
     }
 
@@ -106,6 +135,21 @@ impl Saving {
         config: &Gpt2Config,
         device: &B::Device,
     ) -> Result<Gpt<B>> {
+        let saved = ckpt.lora_base().map(|(_, lora)| lora);
+        if saved != self.lora {
+            let say = |l: &Option<LoraConfig>| match l {
+                Some(l) => format!(
+                    "LoRA rank {}, alpha {:?}, targets {:?}",
+                    l.rank, l.alpha, l.targets
+                ),
+                None => "no LoRA".into(),
+            };
+            return Err(TrainError::Resume(format!(
+                "the checkpoint was trained with {}, the recipe asks for {}",
+                say(&saved),
+                say(&self.lora)
+            )));
+        }
         Ok(match (&self.lora, base) {
             (Some(_), Some(base)) => ckpt.adapted(base.clone(), device)?,
             (Some(_), None) => {

@@ -198,7 +198,11 @@ pub fn train_task<B: AutodiffBackend, T: Task<B>>(
 
 /// Micro-batches per step for `tokens_per_step` (at least one per device, the same number
 /// on each).
-fn accumulation(tokens_per_step: Option<usize>, micro_tokens: usize, n_devices: usize) -> usize {
+pub(crate) fn accumulation(
+    tokens_per_step: Option<usize>,
+    micro_tokens: usize,
+    n_devices: usize,
+) -> usize {
     tokens_per_step
         .map_or(1, |t| t.div_ceil(micro_tokens.max(1)))
         .max(1)
