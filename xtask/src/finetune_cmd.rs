@@ -113,16 +113,7 @@ fn recipe(args: &FinetuneArgs) -> Result<FinetuneConfig> {
     }
     let path = match (&args.config, &args.resume, &args.task) {
         (Some(path), _, _) => path.clone(),
-        (None, Some(dir), _) => {
-            let saved = dir.join("config.json");
-            if !saved.is_file() {
-                bail!(
-                    "{} is not a run directory: it has no config.json (pass --config)",
-                    dir.display()
-                );
-            }
-            saved
-        }
+        (None, Some(dir), _) => crate::pretrain_cmd::saved_recipe(dir)?,
         (None, None, Some(task)) => PathBuf::from(format!("configs/finetune-{task}.json")),
         (None, None, None) => bail!("say which task: --task {}", finetune::TASKS.join("|")),
     };

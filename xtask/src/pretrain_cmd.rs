@@ -1,7 +1,7 @@
 //! `pretrain`: train a GPT from a run recipe in `configs/`, or continue a run.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -56,6 +56,18 @@ impl AutodiffTask for Job {
     }
 }
 
+/// The recipe a run saved (`RUN_DIR/config.json`), for `--resume` without `--config`.
+pub fn saved_recipe(dir: &Path) -> Result<PathBuf> {
+    let saved = dir.join("config.json");
+    if !saved.is_file() {
+        bail!(
+            "{} is not a run directory: it has no config.json (pass --config)",
+            dir.display()
+        );
+    }
+    Ok(saved)
+}
+
 /// A flag that Ctrl-C raises: the first asks the loop to save a checkpoint and stop after
 /// the current step; a second one exits at once (the last complete checkpoint stays
 /// loadable).
@@ -88,16 +100,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<bool> {
     }
     let config_path = match (&args.config, &args.resume) {
         (Some(path), _) => path.clone(),
-        (None, Some(dir)) => {
-            let saved = dir.join("config.json");
-            if !saved.is_file() {
-                bail!(
-                    "{} is not a run directory: it has no config.json (pass --config)",
-                    dir.display()
-                );
-            }
-            saved
-        }
+        (None, Some(dir)) => saved_recipe(dir)?,
         (None, None) => PathBuf::from(DEFAULT_CONFIG),
     };
     let config = TrainConfig::load(&config_path, &overrides)?;

@@ -219,13 +219,8 @@ impl<B: AutodiffBackend> Task<B> for Classify<B> {
     }
 
     fn init_model(&mut self, device: &B::Device) -> Result<Classifier<B>> {
-        let mut gpt = self.base.take().expect("the base model is used once");
-        if let Some(p) = self.recipe.dropout {
-            gpt = gpt.with_dropout(p);
-        }
-        if let Some(lora) = &self.recipe.lora {
-            gpt = gpt.with_lora(lora, device)?;
-        }
+        let base = self.base.take().expect("the base model is used once");
+        let gpt = self.recipe.start_from(base, device)?;
         let model = Classifier::new(gpt, LABELS.len(), device);
         Ok(self.trainable(model))
     }
@@ -234,10 +229,8 @@ impl<B: AutodiffBackend> Task<B> for Classify<B> {
         let gpt = self
             .saving
             .load(ckpt, self.base.as_ref(), &self.base_config, device)?;
-        let (mut model, _) = Classifier::from_checkpoint(gpt, ckpt, device)?;
-        if let Some(p) = self.recipe.dropout {
-            model.gpt = model.gpt.with_dropout(p);
-        }
+        let gpt = self.recipe.with_dropout(gpt);
+        let (model, _) = Classifier::from_checkpoint(gpt, ckpt, device)?;
         Ok(self.trainable(model))
     }
 

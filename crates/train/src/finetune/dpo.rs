@@ -412,23 +412,16 @@ impl<B: AutodiffBackend> Task<B> for Dpo<B> {
     }
 
     fn init_model(&mut self, device: &B::Device) -> Result<Policy<B>> {
-        let mut gpt = self.base.take().expect("the base model is used once");
-        if let Some(p) = self.recipe.dropout {
-            gpt = gpt.with_dropout(p);
-        }
-        if let Some(lora) = &self.recipe.lora {
-            gpt = gpt.with_lora(lora, device)?;
-        }
+        let base = self.base.take().expect("the base model is used once");
+        let gpt = self.recipe.start_from(base, device)?;
         Ok(self.policy(gpt))
     }
 
     fn load_model(&self, ckpt: &Checkpoint, device: &B::Device) -> Result<Policy<B>> {
-        let mut gpt = self
+        let gpt = self
             .saving
             .load(ckpt, self.base.as_ref(), &self.base_config, device)?;
-        if let Some(p) = self.recipe.dropout {
-            gpt = gpt.with_dropout(p);
-        }
+        let gpt = self.recipe.with_dropout(gpt);
         Ok(self.policy(gpt))
     }
 

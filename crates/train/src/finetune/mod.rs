@@ -96,6 +96,30 @@ fn run<B: AutodiffBackend, T: Task<B>>(
     train_task::<B, T>(task, settings, options, devices)
 }
 
+impl FinetuneConfig {
+    /// The base as fine-tuning starts from it: the recipe's dropout, then fresh LoRA
+    /// adapters if the recipe has them.
+    pub(crate) fn start_from<B: Backend>(
+        &self,
+        base: Gpt<B>,
+        device: &B::Device,
+    ) -> Result<Gpt<B>> {
+        let gpt = self.with_dropout(base);
+        Ok(match &self.lora {
+            Some(lora) => gpt.with_lora(lora, device)?,
+            None => gpt,
+        })
+    }
+
+    /// `gpt` with the recipe's dropout (the model's own when the recipe leaves it out).
+    pub(crate) fn with_dropout<B: Backend>(&self, gpt: Gpt<B>) -> Gpt<B> {
+        match self.dropout {
+            Some(p) => gpt.with_dropout(p),
+            None => gpt,
+        }
+    }
+}
+
 /// How a fine-tuned GPT is saved and restored: whole, or, with LoRA, the adapters alone
 /// with the base named and fingerprinted.
 pub(crate) struct Saving {
