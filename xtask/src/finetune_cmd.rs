@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Result};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use clap::Args;
 use llm_model::backend::{run_autodiff_on, run_on, AutodiffTask, BackendTask};
 use llm_model::pretrained::{self, ModelSource};
+use llm_model::KernelAutodiff;
 use llm_model::{Checkpoint, Classifier};
 use llm_train::finetune::{self, FinetuneConfig};
 use llm_train::{Outcome, Summary, TrainOptions};
@@ -130,7 +131,7 @@ struct Job {
 impl AutodiffTask for Job {
     type Output = Result<Summary>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Summary> {
+    fn run<B: KernelAutodiff>(self, device: B::Device) -> Result<Summary> {
         let (base, _) = pretrained::load::<B>(&self.resolved.source, &device)?;
         let reference = match &self.reference {
             Some(r) => Some(pretrained::load::<B::InnerBackend>(&r.source, &device)?.0),

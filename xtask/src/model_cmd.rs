@@ -10,6 +10,7 @@ use llm_bpe::{Allowed, Gpt2Tokenizer};
 use llm_model::backend::{run_on, BackendKind, BackendTask};
 use llm_model::hub::Hub;
 use llm_model::pretrained::{self, ModelSource};
+use llm_model::KernelBackend;
 use llm_model::{Checkpoint, GenerateConfig};
 
 use crate::args::{positive, temperature};
@@ -294,7 +295,7 @@ struct EvalTask<'a> {
 impl BackendTask for EvalTask<'_> {
     type Output = Result<()>;
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+    fn run<B: KernelBackend>(self, device: B::Device) -> Result<()> {
         let (model, _) = pretrained::load::<B>(&self.resolved.source, &device)?;
         check_vocab(&self.resolved.tokenizer, model.vocab_size())?;
         let n_positions = model.n_positions();

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use llm_model::backend::{run_autodiff_on, AutodiffTask, BackendKind};
+use llm_model::KernelAutodiff;
 use llm_train::{train, Outcome, Summary, TrainConfig, TrainOptions};
 
 #[derive(Args)]
@@ -51,7 +51,7 @@ struct Job {
 impl AutodiffTask for Job {
     type Output = llm_train::Result<Summary>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: KernelAutodiff>(self, device: B::Device) -> Self::Output {
         train::<B>(self.config, self.options, device)
     }
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use common::*;
 use serde_json::Value;
@@ -108,6 +109,48 @@ fn classify_trains_reports_every_measure_and_labels_texts() {
         let p = row["probability"].as_f64().unwrap();
         assert!((0.5..=1.0).contains(&p), "{row}");
     }
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sms = sms_slice(tmp.path(), 30, 20);
+    let out = tmp.path().join("run");
+    let (data, fixture) = (format!("data.path={}", sms.display()), fixture());
+    let child = xtask()
+        .args(["finetune", "--task", "classify", "--model", &fixture])
+        .args(["--out", out.to_str().unwrap(), "--set", &data])
+        .args(["--set", "run.batch_size=4", "--set", "epochs=1000"])
+        .args([
+            "--set",
+            "run.checkpoint_every=1",
+            "--set",
+            "run.eval_every=0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    wait_for_step(&mut child, &out, 2);
+    let output = interrupt(child);
+    let (stdout, stderr) = (stdout(&output), stderr(&output));
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (step, _) = newest_checkpoint(&out).unwrap();
+    assert!(
+        stdout.contains(&format!("interrupted after {step} steps")),
+        "{stdout}"
+    );
+    let more = (step + 1).to_string();
+    ok(&[
+        "finetune",
+        "--resume",
+        out.to_str().unwrap(),
+        "--max-steps",
+        &more,
+    ]);
+    assert_eq!(newest_checkpoint(&out).unwrap().0, step + 1);
 }
 
 #[test]

@@ -3,24 +3,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use common::*;
-
-/// Waits until the run has a checkpoint of at least `step`.
-fn wait_for_step(child: &mut Child, run: &Path, step: usize) {
-    let start = Instant::now();
-    while newest_checkpoint(run).is_none_or(|(s, _)| s < step) {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint {step} after 2 minutes"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn pretrain_runs_and_resumes() {
@@ -132,12 +117,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
         .spawn()
         .unwrap();
     wait_for_step(&mut child, &out, 2);
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let output = child.wait_with_output().unwrap();
+    let output = interrupt(child);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");

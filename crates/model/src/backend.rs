@@ -1,6 +1,7 @@
 //! Backend selection: the one place where Cargo features become Burn backend types.
 //!
-//! All tensor code in llm-e2e is generic over `B: Backend`. A binary picks the concrete
+//! All tensor code in llm-e2e is generic over `B: Backend` (or [`KernelBackend`], Burn's
+//! backend with llm-e2e's own ops, where it needs them). A binary picks the concrete
 //! backend at run time from those compiled in, with [`run_on`]:
 //!
 //! | feature   | type          | device                     | runs on                          |
@@ -16,7 +17,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+
+use crate::kernels::{KernelAutodiff, KernelBackend};
 
 #[cfg(feature = "cuda")]
 pub use burn::backend::Cuda;
@@ -121,7 +123,7 @@ impl FromStr for BackendKind {
 /// Work that is generic over the backend: Rust has no generic closures, so a task is a type.
 pub trait BackendTask {
     type Output;
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output;
+    fn run<B: KernelBackend>(self, device: B::Device) -> Self::Output;
 }
 
 /// Runs `task` on the backend `kind`, with that backend's default device.
@@ -145,7 +147,7 @@ pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, B
 /// Work that needs gradients (training), generic over an autodiff backend.
 pub trait AutodiffTask {
     type Output;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+    fn run<B: KernelAutodiff>(self, device: B::Device) -> Self::Output;
 }
 
 /// Runs `task` on `Autodiff<kind>`, with that backend's default device.
@@ -193,7 +195,7 @@ mod tests {
         struct Name;
         impl BackendTask for Name {
             type Output = String;
-            fn run<B: Backend>(self, device: B::Device) -> String {
+            fn run<B: KernelBackend>(self, device: B::Device) -> String {
                 B::name(&device)
             }
         }

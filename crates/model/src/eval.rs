@@ -5,12 +5,12 @@
 //! fast, non-overlapping estimate; as in the guide, the first token of each window then has
 //! no context and is not scored.
 
-use burn::tensor::backend::Backend;
+use crate::kernels::KernelBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use serde::Serialize;
 
 use crate::error::{ModelError, Result};
-use crate::loss::{cross_entropy, IGNORE_INDEX};
+use crate::loss::{lm_cross_entropy, IGNORE_INDEX};
 use crate::model::Gpt;
 
 /// The result of [`perplexity`].
@@ -53,7 +53,7 @@ fn windows(n: usize, context: usize, stride: usize) -> Vec<Window> {
 }
 
 /// Mean loss and perplexity of `model` on `ids`, `batch_size` windows at a time.
-pub fn perplexity<B: Backend>(
+pub fn perplexity<B: KernelBackend>(
     model: &Gpt<B>,
     ids: &[u32],
     context: usize,
@@ -112,9 +112,7 @@ pub fn perplexity<B: Backend>(
         let targets =
             Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [batch.len(), len]), device);
         if count > 0 {
-            let mean: f32 = cross_entropy(model.forward(input), targets)
-                .into_scalar()
-                .elem();
+            let mean: f32 = lm_cross_entropy(model, input, targets).into_scalar().elem();
             nll += mean as f64 * count as f64;
             tokens += count;
         }

@@ -12,7 +12,8 @@
 //!     probabilities, or last-position-only logits.
 //!   - [`Gpt::forward_hidden`]: the final hidden states (after `ln_f`), for other heads
 //!     such as [`Classifier`].
-//!   - [`cross_entropy`]: the loss, with PyTorch's `ignore_index = -100`.
+//!   - [`cross_entropy`]: the loss, with PyTorch's `ignore_index = -100`, on the fused
+//!     [`token_nll`] op ([`kernels`]: ops llm-e2e adds to Burn's backends).
 //! - [`Proj`]: every projection (`c_attn`, `c_proj`, `c_fc`, an untied `lm_head`), each
 //!   able to carry a LoRA adapter; [`Gpt::with_lora`] adapts the [`LORA_TARGETS`],
 //!   [`Gpt::merge_lora`] folds them back; [`adapters`] saves adapters alone, on a
@@ -55,6 +56,7 @@ mod error;
 mod eval;
 mod generate;
 pub mod hub;
+pub mod kernels;
 mod loss;
 mod model;
 pub mod pretrained;
@@ -71,7 +73,10 @@ pub use config::{Gpt2Config, PRESETS};
 pub use error::{ModelError, Result};
 pub use eval::{perplexity, Perplexity};
 pub use generate::{generate, generate_uncached, GenerateConfig};
-pub use loss::{cross_entropy, IGNORE_INDEX};
+pub use kernels::{KernelAutodiff, KernelBackend};
+pub use loss::{
+    cross_entropy, head_nll, lm_cross_entropy, next_token_nll, token_nll, IGNORE_INDEX,
+};
 pub use model::{gelu_tanh, Block, ForwardOptions, ForwardOutput, Gpt, Mlp};
 pub use proj::{Lora, LoraConfig, Proj, LORA_TARGETS};
 pub use sampler::{argmax, Sampler};

@@ -1,7 +1,10 @@
-//! Next-token cross-entropy with PyTorch's `ignore_index` semantics.
+//! Next-token cross-entropy with PyTorch's `ignore_index` semantics, on the fused
+//! [`KernelBackend::token_nll`] and [`KernelBackend::lm_head_nll`] ops.
 
-use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorPrimitive};
+
+use crate::kernels::KernelBackend;
+use crate::model::Gpt;
 
 /// Targets equal to this are ignored, as in PyTorch (`ignore_index=-100`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -13,23 +16,76 @@ pub const IGNORE_INDEX: i64 = -100;
 ///
 /// Burn's `CrossEntropyLoss` with `pad_tokens` divides by all tokens, not the counted ones,
 /// and cannot take −100; hence this function.
-pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+pub fn cross_entropy<B: KernelBackend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
     let [b, t, v] = logits.dims();
-    let logits = logits.reshape([b * t, v]); // [n, vocab]
     let targets = targets.reshape([b * t]); // [n]
-    let keep = targets.clone().greater_equal_elem(0); // [n]
-    let safe = targets
-        .mask_fill(keep.clone().bool_not(), 0)
-        .unsqueeze_dim::<2>(1); // [n, 1]
+    mean_over_counted(
+        token_nll(logits.reshape([b * t, v]), targets.clone()),
+        targets,
+    )
+}
 
-    // log Σ exp(logits) − logit[target], computed stably around the row maximum.
-    let max = logits.clone().max_dim(1).detach(); // [n, 1]
-    let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max; // [n, 1]
-    let picked = logits.gather(1, safe); // [n, 1]
-    let nll = (lse - picked).reshape([b * t]); // [n]
+/// [`cross_entropy`] of `model.forward(ids)`, without materialising more than it must:
+/// with GPT-2's tied LM head the head and the loss are one op ([`next_token_nll`]).
+pub fn lm_cross_entropy<B: KernelBackend>(
+    model: &Gpt<B>,
+    ids: Tensor<B, 2, Int>,
+    targets: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
+    let [b, t] = targets.dims();
+    let targets = targets.reshape([b * t]); // [n]
+    mean_over_counted(next_token_nll(model, ids, targets.clone()), targets)
+}
 
-    let weight = keep.float(); // [n]
-    (nll * weight.clone()).sum() / weight.sum()
+/// `−log p(target)` at each position of `model` on `ids [b, t]`, against the flattened
+/// `targets [b·t]`; `0` where a target is negative. `[b·t]`.
+pub fn next_token_nll<B: KernelBackend>(
+    model: &Gpt<B>,
+    ids: Tensor<B, 2, Int>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    head_nll(model, model.forward_hidden(ids), targets)
+}
+
+/// The LM head and [`token_nll`] on the final hidden states `[b, t, n_embd]`
+/// ([`Gpt::forward_hidden`]): one fused op for GPT-2's tied head. `[b·t]`.
+pub fn head_nll<B: KernelBackend>(
+    model: &Gpt<B>,
+    hidden: Tensor<B, 3>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let [b, t, e] = hidden.dims();
+    if let Some(head) = &model.lm_head {
+        let logits = head.forward(hidden); // [b, t, vocab]
+        let v = logits.dims()[2];
+        return token_nll(logits.reshape([b * t, v]), targets);
+    }
+    let hidden = hidden.reshape([b * t, e]).into_primitive().tensor(); // [b·t, n_embd]
+    let wte = model.wte.weight.val().into_primitive().tensor(); // [vocab, n_embd]
+    let nll = B::lm_head_nll(hidden, wte, targets.into_primitive()); // [b·t]
+    Tensor::from_primitive(TensorPrimitive::Float(nll))
+}
+
+/// `Σ nll / #(targets ≥ 0)`: NaN when every target is ignored, as in PyTorch.
+fn mean_over_counted<B: KernelBackend>(
+    nll: Tensor<B, 1>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let counted = targets.greater_equal_elem(0).float().sum(); // [1]
+    nll.sum() / counted
+}
+
+/// `−log p(target)` of each row of `logits [n, vocab]`, `0` where the target is negative.
+/// `[n]`. Differentiable, without storing the softmax.
+pub fn token_nll<B: KernelBackend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let nll = B::token_nll(logits.into_primitive().tensor(), targets.into_primitive());
+    Tensor::from_primitive(TensorPrimitive::Float(nll))
 }
 
 #[cfg(test)]

@@ -1,9 +1,17 @@
 //! The CPU backends compute correct matmuls (the operation that dominates GPT-2), checked
 //! against a plain f64 triple loop. With `x86-v4`, gemm picks AVX-512 kernels at run time on
 //! CPUs that have them; this test runs whichever kernel the CPU selects.
+//!
+//! Likewise llm-e2e's own fused cross-entropy (`llm_model::kernels`), which picks AVX-512,
+//! AVX2 or baseline code at run time: its loss and gradient equal the composite ones
+//! (Burn's ops and autodiff). CI runs this binary under emulated Haswell and qemu64 too.
 
-use burn::backend::{Flex, NdArray};
-use burn::tensor::{backend::Backend, Distribution, ElementConversion, Tensor};
+use burn::backend::{Autodiff, Flex, NdArray};
+use burn::tensor::{
+    backend::Backend, Distribution, ElementConversion, Int, Tensor, TensorData, TensorPrimitive,
+};
+use llm_model::kernels::nll_composite;
+use llm_model::{token_nll, KernelBackend};
 
 fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
     let mut c = vec![0f64; m * n];
@@ -70,4 +78,177 @@ fn flex_matmul_is_correct() {
 fn ndarray_matmul_is_correct() {
     check_matmul::<NdArray>(&Default::default());
     check_batched::<NdArray>(&Default::default());
+}
+
+/// Relative difference of two vectors: max |a − b| / max |b|.
+fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, x| m.max(x.abs() as f64));
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
+    diff / scale.max(1e-30)
+}
+
+/// The loss and gradient of `Σ weight · nll(2x)` in f64.
+fn exact<B: Backend>(
+    x: &Tensor<B, 2>,
+    targets: &Tensor<B, 1, Int>,
+    weight: &Tensor<B, 1>,
+) -> (Vec<f32>, Vec<f32>) {
+    let [_, vocab] = x.dims();
+    let x: Vec<f64> = x.to_data().iter::<f32>().map(|v| 2.0 * v as f64).collect();
+    let t: Vec<i64> = targets.to_data().iter::<i64>().collect();
+    let w: Vec<f64> = weight.to_data().iter::<f32>().map(|v| v as f64).collect();
+    let mut nll = Vec::new();
+    let mut grad = Vec::new();
+    for (i, row) in x.chunks(vocab).enumerate() {
+        let max = row.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        let keep = t[i] >= 0;
+        nll.push(if keep {
+            (lse - row[t[i] as usize]) as f32
+        } else {
+            0.0
+        });
+        for (j, v) in row.iter().enumerate() {
+            let g = (v - lse).exp() - (j as i64 == t[i]) as u8 as f64;
+            grad.push(if keep { (2.0 * w[i] * g) as f32 } else { 0.0 });
+        }
+    }
+    (nll, grad)
+}
+
+/// The fused op's per-row loss and logits gradient against the composite ones, on rows
+/// of an odd width (not a multiple of any SIMD width), with ignored targets, large
+/// logits and a per-row weight on the loss.
+fn check_cross_entropy<B: KernelBackend>(device: &B::Device) {
+    type Ad<B> = Autodiff<B>;
+    B::seed(device, 11);
+    let (n, vocab) = (37, 1003);
+    let x = Tensor::<B, 2>::random([n, vocab], Distribution::Normal(0.0, 4.0), device);
+    let targets: Vec<i64> = (0..n)
+        .map(|i| match i % 5 {
+            3 => -100,
+            _ => ((i * 7919) % vocab) as i64,
+        })
+        .collect();
+    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), device);
+    let weight = Tensor::<B, 1>::random([n], Distribution::Uniform(0.5, 2.0), device);
+
+    let run = |fused: bool| -> (Vec<f32>, Vec<f32>) {
+        let leaf = Tensor::<Ad<B>, 2>::from_inner(x.clone()).require_grad();
+        let logits = leaf.clone() * 2.0; // its own buffer, so the backward may write in place
+        let targets = Tensor::from_inner(targets.clone());
+        let nll = match fused {
+            true => token_nll(logits, targets),
+            false => nll_composite(logits, targets).0,
+        };
+        let loss = (nll.clone() * Tensor::from_inner(weight.clone())).sum();
+        let grads = loss.backward();
+        let grad = leaf.grad(&grads).unwrap();
+        let to_vec = |d: TensorData| d.iter::<f32>().collect::<Vec<_>>();
+        (to_vec(nll.into_data()), to_vec(grad.into_data()))
+    };
+    let (nll, grad) = run(true);
+    let (want_nll, want_grad) = run(false);
+    let (exact_nll, exact_grad) = exact(&x, &targets, &weight);
+    let name = B::name(device);
+    // Within 1e-6 of the exact (f64) answer, and of the composite one up to the
+    // composite's own error (NdArray's autodiff chain is ~1e-5 off in the gradient).
+    for (what, got, composite, exact) in [
+        ("loss", &nll, &want_nll, &exact_nll),
+        ("gradient", &grad, &want_grad, &exact_grad),
+    ] {
+        let (err, ref_err) = (rel_diff(got, exact), rel_diff(composite, exact));
+        assert!(err < 1e-6, "{name}: {what} is {err:e} from exact");
+        let apart = rel_diff(got, composite);
+        assert!(
+            apart < 1e-6 + ref_err,
+            "{name}: {what} is {apart:e} from composite"
+        );
+    }
+    for (i, row) in grad.chunks(vocab).enumerate() {
+        assert_eq!(nll[i] == 0.0, i % 5 == 3, "{name}: row {i}");
+        assert_eq!(row.iter().all(|g| *g == 0.0), i % 5 == 3, "{name}: row {i}");
+    }
+
+    // Without autodiff (evaluation), the same numbers.
+    let eval: Vec<f32> = token_nll(x * 2.0, targets)
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    assert!(
+        rel_diff(&eval, &nll) < 1e-7,
+        "{name}: eval {:e}",
+        rel_diff(&eval, &nll)
+    );
+}
+
+/// The tied LM head and its loss as one op against `matmul` + the composite loss: the
+/// per-row loss and the gradients of the hidden states and of the weight.
+fn check_lm_head<B: KernelBackend>(device: &B::Device) {
+    type Ad<B> = Autodiff<B>;
+    B::seed(device, 12);
+    let (n, d, vocab) = (29, 24, 517);
+    let h = Tensor::<B, 2>::random([n, d], Distribution::Normal(0.0, 1.0), device);
+    let w = Tensor::<B, 2>::random([vocab, d], Distribution::Normal(0.0, 1.0), device);
+    let targets: Vec<i64> = (0..n)
+        .map(|i| match i % 4 {
+            1 => -100,
+            _ => ((i * 131) % vocab) as i64,
+        })
+        .collect();
+    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), device);
+    let run = |fused: bool| -> [Vec<f32>; 3] {
+        let hl = Tensor::<Ad<B>, 2>::from_inner(h.clone()).require_grad();
+        let wl = Tensor::<Ad<B>, 2>::from_inner(w.clone()).require_grad();
+        let t = Tensor::<Ad<B>, 1, Int>::from_inner(targets.clone());
+        let nll = match fused {
+            true => lm_head_nll(hl.clone(), wl.clone(), t),
+            false => nll_composite(hl.clone().matmul(wl.clone().transpose()), t).0,
+        };
+        let grads = nll.clone().sum().backward();
+        let v = |d: TensorData| d.iter::<f32>().collect::<Vec<_>>();
+        [
+            v(nll.into_data()),
+            v(hl.grad(&grads).unwrap().into_data()),
+            v(wl.grad(&grads).unwrap().into_data()),
+        ]
+    };
+    let (got, want) = (run(true), run(false));
+    let name = B::name(device);
+    for (what, i) in [("loss", 0), ("d hidden", 1), ("d weight", 2)] {
+        let diff = rel_diff(&got[i], &want[i]);
+        assert!(diff < 1e-5, "{name}: {what} {diff:e}");
+    }
+    // Without autodiff, the same loss.
+    let eval: Vec<f32> = lm_head_nll(h, w, targets)
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    assert!(rel_diff(&eval, &got[0]) < 1e-6, "{name}: eval");
+}
+
+/// `B::lm_head_nll` on tensors.
+fn lm_head_nll<B: KernelBackend>(
+    h: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let (h, w) = (h.into_primitive().tensor(), w.into_primitive().tensor());
+    let nll = B::lm_head_nll(h, w, targets.into_primitive());
+    Tensor::from_primitive(TensorPrimitive::Float(nll))
+}
+
+#[test]
+fn flex_fused_cross_entropy_matches_composite() {
+    check_cross_entropy::<Flex>(&Default::default());
+    check_lm_head::<Flex>(&Default::default());
+}
+
+#[test]
+fn ndarray_default_cross_entropy_matches_composite() {
+    check_cross_entropy::<NdArray>(&Default::default());
+    check_lm_head::<NdArray>(&Default::default());
 }

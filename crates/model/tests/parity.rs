@@ -14,7 +14,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use common::*;
 use llm_model::{
-    cross_entropy, generate, generate_uncached, ForwardOptions, GenerateConfig, Gpt, IGNORE_INDEX,
+    cross_entropy, generate, generate_uncached, ForwardOptions, GenerateConfig, Gpt,
+    KernelAutodiff, KernelBackend, IGNORE_INDEX,
 };
 
 /// Per-backend tolerances: CPU backends get the fixture's suggested bounds.
@@ -32,7 +33,7 @@ const CPU: Tol = Tol {
     train_rel: 1e-4,
 };
 
-fn check_sequences<B: Backend>(device: &B::Device, tol: &Tol) {
+fn check_sequences<B: KernelBackend>(device: &B::Device, tol: &Tol) {
     let (model, _) = fixture_model::<B>(device);
     let (mut worst_logit, mut worst_loss) = (0f64, 0f64);
     for seq in reference()["sequences"].as_array().unwrap() {
@@ -215,7 +216,11 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
     }
 }
 
-fn loss_on<B: Backend>(model: &Gpt<B>, batch: &[Vec<u32>], device: &B::Device) -> Tensor<B, 1> {
+fn loss_on<B: KernelBackend>(
+    model: &Gpt<B>,
+    batch: &[Vec<u32>],
+    device: &B::Device,
+) -> Tensor<B, 1> {
     let rows: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
     let logits = model.forward(model.tokens(&rows, device).unwrap());
     let t = batch[0].len();
@@ -228,7 +233,7 @@ fn loss_on<B: Backend>(model: &Gpt<B>, batch: &[Vec<u32>], device: &B::Device) -
     cross_entropy(logits, targets)
 }
 
-fn check_train_step<B: AutodiffBackend>(device: &B::Device, tol: &Tol) {
+fn check_train_step<B: KernelAutodiff>(device: &B::Device, tol: &Tol) {
     let (mut model, _) = fixture_model::<B>(device);
     let r = &reference()["train_step"];
     let batch: Vec<Vec<u32>> = r["batch"].as_array().unwrap().iter().map(ids).collect();

@@ -15,7 +15,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use llm_model::backend::DefaultBackend;
-use llm_model::{cross_entropy, Gpt, Gpt2Config};
+use llm_model::{head_nll, Gpt, Gpt2Config};
 use llm_train::{GptOptimizer, OptimizerConfig};
 
 #[global_allocator]
@@ -90,11 +90,11 @@ fn step(
     let y = ids::<B>(b, t, i + 1, device);
     p.data = clock.elapsed().as_secs_f64();
     let clock = Instant::now();
-    let logits = model.forward(x);
+    let hidden = model.forward_hidden(x); // [b, t, n_embd]
     B::sync(device).unwrap();
     p.forward = clock.elapsed().as_secs_f64();
     let clock = Instant::now();
-    let loss = cross_entropy(logits, y);
+    let loss = head_nll(&model, hidden, y.reshape([b * t])).mean(); // the trainer's fused head + loss
     let value: f64 = loss.clone().into_scalar().elem();
     p.loss = clock.elapsed().as_secs_f64();
     let clock = Instant::now();
@@ -237,7 +237,7 @@ fn main() {
         let total = p.forward + p.loss + p.backward + p.optimizer + p.data;
         let pct = |x: f64| 100.0 * x / total;
         println!(
-            "{name:<26} ({params} params): forward {:.0}%, loss {:.0}%, backward {:.0}%, clip+AdamW {:.0}%, data {:.1}%",
+            "{name:<26} ({params} params): blocks {:.0}%, LM head + loss {:.0}%, backward {:.0}%, clip+AdamW {:.0}%, data {:.1}%",
             pct(p.forward),
             pct(p.loss),
             pct(p.backward),

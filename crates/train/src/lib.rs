@@ -1,6 +1,6 @@
 //! # llm-train: the training loop, pre-training and fine-tuning
 //!
-//! One training loop ([`train_task`]), generic over `B: AutodiffBackend` and over the
+//! One training loop ([`train_task`]), generic over `B: KernelAutodiff` and over the
 //! [`Task`] it runs: pre-training ([`Pretrain`], through [`train()`]) and the fine-tuning
 //! tasks of [`finetune`] (classification, instruction SFT, DPO, each optionally with LoRA).
 //! A task supplies its batches, its loss ([`Objective`]), its measures ([`Evaluation`]),

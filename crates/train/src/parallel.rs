@@ -11,9 +11,10 @@
 
 use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::backend::{Device as _, DeviceId};
 use burn::tensor::ElementConversion;
+use llm_model::KernelAutodiff;
 
 use crate::error::{Result, TrainError};
 use crate::optim::GptOptimizer;
@@ -23,7 +24,7 @@ use crate::task::Objective;
 pub(crate) type Work<B, M> = Vec<(u64, <M as Objective<B>>::Batch)>;
 
 /// A model and its optimizer on one device.
-pub(crate) struct Replica<B: AutodiffBackend, M: Objective<B>> {
+pub(crate) struct Replica<B: KernelAutodiff, M: Objective<B>> {
     pub model: M,
     pub optim: GptOptimizer<B, M>,
     pub device: B::Device,
@@ -39,7 +40,7 @@ pub(crate) struct StepGradients {
 
 /// Forward and backward over `work`, each loss scaled by `1 / accum`; returns the summed
 /// gradients and the sum of the (unscaled) losses.
-fn forward_backward<B: AutodiffBackend, M: Objective<B>>(
+fn forward_backward<B: KernelAutodiff, M: Objective<B>>(
     model: &M,
     work: Work<B, M>,
     accum: usize,
@@ -72,7 +73,7 @@ fn on_each<B, M, W, R>(
     f: impl Fn(Replica<B, M>, W, Option<usize>) -> Result<(Replica<B, M>, R)> + Sync,
 ) -> Result<Vec<R>>
 where
-    B: AutodiffBackend,
+    B: KernelAutodiff,
     M: Objective<B>,
     W: Send,
     R: Send,
@@ -121,7 +122,7 @@ where
 /// `accum` is the step's total number of micro-batches. Nothing is updated yet, so the
 /// caller can judge the loss and the gradient norm first. A non-finite loss still goes
 /// through the all-reduce, so no peer waits forever.
-pub(crate) fn gradients<B: AutodiffBackend, M: Objective<B>>(
+pub(crate) fn gradients<B: KernelAutodiff, M: Objective<B>>(
     replicas: &mut Vec<Replica<B, M>>,
     work: Vec<Work<B, M>>,
     accum: usize,
@@ -152,7 +153,7 @@ pub(crate) fn gradients<B: AutodiffBackend, M: Objective<B>>(
 }
 
 /// The second half: the same AdamW update on every replica, at learning rate `lr`.
-pub(crate) fn apply<B: AutodiffBackend, M: Objective<B>>(
+pub(crate) fn apply<B: KernelAutodiff, M: Objective<B>>(
     replicas: &mut Vec<Replica<B, M>>,
     step: StepGradients,
     lr: f64,
@@ -187,7 +188,7 @@ pub fn devices<B: Backend>(first: &B::Device, n: usize) -> Result<Vec<B::Device>
 
 /// Registers one peer per device with Burn's local collective server (every peer must
 /// register before any all-reduce; registration waits for all of them).
-pub(crate) fn join<B: AutodiffBackend>(devices: &[B::Device]) -> Result<()> {
+pub(crate) fn join<B: KernelAutodiff>(devices: &[B::Device]) -> Result<()> {
     if devices.len() <= 1 {
         return Ok(());
     }
@@ -218,7 +219,7 @@ pub(crate) fn join<B: AutodiffBackend>(devices: &[B::Device]) -> Result<()> {
 }
 
 /// Unregisters the peers (at the end of a data-parallel run).
-pub(crate) fn leave<B: AutodiffBackend>(n: usize) {
+pub(crate) fn leave<B: KernelAutodiff>(n: usize) {
     if n <= 1 {
         return;
     }

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
+use llm_model::KernelAutodiff;
 use llm_model::{Checkpoint, Gpt2Config};
 use serde_json::Value;
 
@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::run::RunDir;
 
 /// A trainable model and the loss of one of its batches.
-pub trait Objective<B: AutodiffBackend>: AutodiffModule<B> + Send + 'static {
+pub trait Objective<B: KernelAutodiff>: AutodiffModule<B> + Send + 'static {
     /// One micro-batch, already on the model's device.
     type Batch: Send;
     /// The mean loss of `batch`, `[1]`, with the autodiff graph.
@@ -38,7 +38,7 @@ pub struct Evaluation {
 }
 
 /// One kind of training: what it learns from, how it measures, how it saves.
-pub trait Task<B: AutodiffBackend> {
+pub trait Task<B: KernelAutodiff> {
     type Model: Objective<B>;
 
     /// `pretrain`, `classify`, …: recorded in every checkpoint, so that a run resumes only

@@ -9,7 +9,7 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use llm_model::{cross_entropy, pretrained, Checkpoint, Gpt};
+use llm_model::{cross_entropy, pretrained, Checkpoint, Gpt, KernelBackend};
 use llm_train::{
     train, GptOptimizer, OptimizerConfig, Outcome, TrainConfig, TrainError, TrainOptions,
 };
@@ -45,7 +45,11 @@ fn rel_err(got: f64, want: f64) -> f64 {
     (got - want).abs() / want.abs().max(1e-30)
 }
 
-fn loss_on<Bk: Backend>(model: &Gpt<Bk>, batch: &[Vec<u32>], device: &Bk::Device) -> Tensor<Bk, 1> {
+fn loss_on<Bk: KernelBackend>(
+    model: &Gpt<Bk>,
+    batch: &[Vec<u32>],
+    device: &Bk::Device,
+) -> Tensor<Bk, 1> {
     let t = batch[0].len() - 1;
     let flat = |off: usize| -> Vec<i64> {
         batch

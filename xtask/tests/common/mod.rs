@@ -139,3 +139,26 @@ pub fn losses(run: &Path) -> Vec<(u64, f64)> {
         })
         .collect()
 }
+
+/// Waits until the run has a checkpoint of at least `step`.
+pub fn wait_for_step(child: &mut std::process::Child, run: &Path, step: usize) {
+    let start = std::time::Instant::now();
+    while newest_checkpoint(run).is_none_or(|(s, _)| s < step) {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no checkpoint {step} after 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Sends Ctrl-C (SIGINT) to a child and returns its output.
+pub fn interrupt(child: std::process::Child) -> Output {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    child.wait_with_output().unwrap()
+}

@@ -13,11 +13,12 @@ use std::collections::BTreeMap;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor};
 use llm_bpe::Gpt2Tokenizer;
 use llm_data::spam::{balanced, load_sms, split_spam, SpamBatch, SpamBatcher, SpamDataset};
 use llm_model::{cross_entropy, Checkpoint, Classifier, ClassifierInfo, Gpt, Gpt2Config};
+use llm_model::{KernelAutodiff, KernelBackend};
 use serde_json::Value;
 
 use super::config::FinetuneConfig;
@@ -31,7 +32,7 @@ use crate::task::{Evaluation, Inner, Objective, Task};
 pub const LABELS: [&str; 2] = ["ham", "spam"];
 
 /// A classifier learns from labelled batches with the cross-entropy loss.
-impl<B: AutodiffBackend> Objective<B> for Classifier<B> {
+impl<B: KernelAutodiff> Objective<B> for Classifier<B> {
     type Batch = SpamBatch<B>;
 
     fn loss(&self, batch: SpamBatch<B>) -> Tensor<B, 1> {
@@ -40,12 +41,12 @@ impl<B: AutodiffBackend> Objective<B> for Classifier<B> {
 }
 
 /// Mean cross-entropy of class logits `[b, n]` against labels `[b]`.
-fn class_loss<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+fn class_loss<B: KernelBackend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     cross_entropy(logits.unsqueeze_dim::<3>(1), labels.unsqueeze_dim::<2>(1)) // [1]
 }
 
 /// The classification task: its splits, the base model and the batch order.
-pub struct Classify<B: AutodiffBackend> {
+pub struct Classify<B: KernelAutodiff> {
     recipe: FinetuneConfig,
     base: Option<Gpt<B>>,
     base_config: Gpt2Config,
@@ -59,7 +60,7 @@ pub struct Classify<B: AutodiffBackend> {
     saving: Saving,
 }
 
-impl<B: AutodiffBackend> Classify<B> {
+impl<B: KernelAutodiff> Classify<B> {
     /// Reads and splits the data for `base` (checked against the tokenizer).
     pub fn new(
         recipe: FinetuneConfig,
@@ -186,7 +187,7 @@ impl<B: AutodiffBackend> Classify<B> {
     }
 }
 
-impl<B: AutodiffBackend> Task<B> for Classify<B> {
+impl<B: KernelAutodiff> Task<B> for Classify<B> {
     type Model = Classifier<B>;
 
     fn name(&self) -> &'static str {

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::module::{AutodiffModule, Module};
-use burn::tensor::activation::{log_sigmoid, log_softmax};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::activation::log_sigmoid;
+use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use llm_bpe::Gpt2Tokenizer;
 use llm_data::dpo::{
@@ -31,7 +31,7 @@ use llm_data::dpo::{
 };
 use llm_data::instruct::PROMPT_TEMPLATE;
 use llm_data::seeded_split;
-use llm_model::{Checkpoint, Gpt, Gpt2Config};
+use llm_model::{next_token_nll, Checkpoint, Gpt, Gpt2Config, KernelAutodiff, KernelBackend};
 use serde_json::{json, Value};
 
 use super::config::{FinetuneConfig, LogProb};
@@ -71,17 +71,18 @@ pub struct DpoTerms<B: Backend> {
 
 /// The log-probability of each row's response under `model`: `log p(ids[i+1] | ids[..=i])`
 /// over the positions whose next token the mask marks, averaged (`mean`) or summed. `[b]`.
-pub fn response_logprob<B: Backend>(
+pub fn response_logprob<B: KernelBackend>(
     model: &Gpt<B>,
     ids: Tensor<B, 2, Int>,
     mask: Tensor<B, 2>,
     mean: bool,
 ) -> Tensor<B, 1> {
     let [b, t] = ids.dims();
-    let logits = model.forward(ids.clone().narrow(1, 0, t - 1)); // [b, t-1, vocab]
-    let next = ids.narrow(1, 1, t - 1).unsqueeze_dim::<3>(2); // [b, t-1, 1]
+    let inputs = ids.clone().narrow(1, 0, t - 1); // [b, t-1]
+    let next = ids.narrow(1, 1, t - 1).reshape([b * (t - 1)]); // [b·(t-1)]
     let mask = mask.narrow(1, 1, t - 1); // [b, t-1]
-    let logp = log_softmax(logits, 2).gather(2, next).reshape([b, t - 1]); // [b, t-1]
+    let nll = next_token_nll(model, inputs, next); // [b·(t-1)]
+    let logp = nll.neg().reshape([b, t - 1]); // [b, t-1]
     let total = (logp * mask.clone()).sum_dim(1).reshape([b]); // [b]
     match mean {
         true => total / mask.sum_dim(1).reshape([b]).clamp_min(1.0),
@@ -107,7 +108,7 @@ pub fn dpo_loss<B: Backend>(
     }
 }
 
-impl<B: Backend> Policy<B> {
+impl<B: KernelBackend> Policy<B> {
     /// The loss and rewards of a batch.
     pub fn terms(&self, batch: DpoBatch<B>) -> DpoTerms<B> {
         let p = batch.pairs;
@@ -123,7 +124,7 @@ impl<B: Backend> Policy<B> {
     }
 }
 
-impl<B: AutodiffBackend> Objective<B> for Policy<B> {
+impl<B: KernelAutodiff> Objective<B> for Policy<B> {
     type Batch = DpoBatch<B>;
 
     fn loss(&self, batch: DpoBatch<B>) -> Tensor<B, 1> {
@@ -132,7 +133,7 @@ impl<B: AutodiffBackend> Objective<B> for Policy<B> {
 }
 
 /// The reference's log-probabilities of a batch's chosen and rejected responses.
-fn reference_logprobs<B: Backend>(
+fn reference_logprobs<B: KernelBackend>(
     reference: &Gpt<B>,
     pairs: &PreferenceBatch<B>,
     mean: bool,
@@ -151,7 +152,7 @@ fn to_vec<B: Backend>(t: Tensor<B, 1>) -> Result<Vec<f32>> {
 }
 
 /// The DPO task: preference pairs, the frozen reference and the batch order.
-pub struct Dpo<B: AutodiffBackend> {
+pub struct Dpo<B: KernelAutodiff> {
     recipe: FinetuneConfig,
     base: Option<Gpt<B>>,
     base_config: Gpt2Config,
@@ -168,7 +169,7 @@ pub struct Dpo<B: AutodiffBackend> {
     cache: Option<Vec<(f32, f32)>>,
 }
 
-impl<B: AutodiffBackend> Dpo<B> {
+impl<B: KernelAutodiff> Dpo<B> {
     /// Reads and splits the pairs for `base`; `reference` is the frozen model to compare
     /// against (a copy of `base` when `None`).
     pub fn new(
@@ -357,7 +358,7 @@ fn check_pairs(path: &std::path::Path, pairs: &[PreferenceExample]) -> Result<()
     Ok(())
 }
 
-impl<B: AutodiffBackend> Task<B> for Dpo<B> {
+impl<B: KernelAutodiff> Task<B> for Dpo<B> {
     type Model = Policy<B>;
 
     fn name(&self) -> &'static str {

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::ElementConversion;
 use llm_bpe::Gpt2Tokenizer;
 use llm_data::instruct::{
@@ -26,7 +26,9 @@ use llm_data::instruct::{
     InstructionExample, InstructionItem, PROMPT_TEMPLATE, RESPONSE_HEADER,
 };
 use llm_data::NextTokenBatch;
-use llm_model::{cross_entropy, generate, Checkpoint, GenerateConfig, Gpt, Gpt2Config};
+use llm_model::{
+    generate, lm_cross_entropy, Checkpoint, GenerateConfig, Gpt, Gpt2Config, KernelAutodiff,
+};
 use serde_json::{json, Value};
 
 use super::config::FinetuneConfig;
@@ -41,7 +43,7 @@ use crate::task::{Evaluation, Inner, Task};
 pub const TEST_RESPONSES: &str = "test-responses.jsonl";
 
 /// The instruction task: its splits, the base model and the batch order.
-pub struct Instruct<B: AutodiffBackend> {
+pub struct Instruct<B: KernelAutodiff> {
     recipe: FinetuneConfig,
     base: Option<Gpt<B>>,
     base_config: Gpt2Config,
@@ -73,7 +75,7 @@ fn check_examples(path: &std::path::Path, examples: &[InstructionExample]) -> Re
     Ok(())
 }
 
-impl<B: AutodiffBackend> Instruct<B> {
+impl<B: KernelAutodiff> Instruct<B> {
     /// Reads and splits the data for `base`.
     pub fn new(
         recipe: FinetuneConfig,
@@ -179,7 +181,7 @@ impl<B: AutodiffBackend> Instruct<B> {
             .iter()
             .map(|chunk| {
                 let b = self.batch::<B::InnerBackend>(chunk.to_vec(), device);
-                let loss: f64 = cross_entropy(model.forward(b.inputs), b.targets)
+                let loss: f64 = lm_cross_entropy(model, b.inputs, b.targets)
                     .into_scalar()
                     .elem();
                 loss
@@ -212,7 +214,7 @@ impl<B: AutodiffBackend> Instruct<B> {
     }
 }
 
-impl<B: AutodiffBackend> Task<B> for Instruct<B> {
+impl<B: KernelAutodiff> Task<B> for Instruct<B> {
     type Model = Gpt<B>;
 
     fn name(&self) -> &'static str {

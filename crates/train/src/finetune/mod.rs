@@ -6,9 +6,10 @@
 //! - [`Dpo`]: direct preference optimisation against a frozen reference.
 //! - [`finetune`]: builds the recipe's task on a base model and trains it.
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use llm_bpe::Gpt2Tokenizer;
 use llm_model::adapters::BaseModel;
+use llm_model::KernelAutodiff;
 use llm_model::{Checkpoint, Gpt, Gpt2Config, LoraConfig};
 
 use crate::error::{Result, TrainError};
@@ -32,7 +33,7 @@ pub use instruct::{Instruct, TEST_RESPONSES};
 /// `reference` is DPO's reference model (a copy of `base` when `None`); other tasks ignore
 /// it. A base that carries LoRA adapters (a LoRA run) has them merged first: they are part
 /// of what it learned.
-pub fn finetune<B: AutodiffBackend>(
+pub fn finetune<B: KernelAutodiff>(
     recipe: FinetuneConfig,
     base: Gpt<B>,
     reference: Option<Gpt<B::InnerBackend>>,
@@ -79,7 +80,7 @@ pub fn finetune<B: AutodiffBackend>(
 
 /// Runs a task through the loop, its `epochs` counted in optimizer steps: each step takes
 /// `accum` micro-batches (`run.tokens_per_step`, `run.devices`).
-fn run<B: AutodiffBackend, T: Task<B>>(
+fn run<B: KernelAutodiff, T: Task<B>>(
     task: T,
     batches_per_epoch: usize,
     recipe: &FinetuneConfig,

@@ -7,14 +7,14 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ElementConversion;
 use llm_bpe::Gpt2Tokenizer;
 use llm_data::{ShardSet, TokenBatches};
-use llm_model::{cross_entropy, generate, GenerateConfig, Gpt};
+use llm_model::{generate, lm_cross_entropy, GenerateConfig, Gpt, KernelBackend};
 
 use crate::config::TrainConfig;
 use crate::error::Result;
 
 /// Mean loss over `batches` sequential batches from the start of `split` (the same
 /// batches at every evaluation, so values compare). `None` if the split has no data.
-pub(super) fn evaluate<B: Backend>(
+pub(super) fn evaluate<B: KernelBackend>(
     model: &Gpt<B>,
     dir: &Path,
     split: &str,
@@ -35,7 +35,7 @@ pub(super) fn evaluate<B: Backend>(
     let mut total = 0.0;
     for _ in 0..batches {
         let batch = tb.next_batch::<B>(device)?;
-        let loss: f64 = cross_entropy(model.forward(batch.inputs), batch.targets)
+        let loss: f64 = lm_cross_entropy(model, batch.inputs, batch.targets)
             .into_scalar()
             .elem();
         total += loss;

@@ -4,10 +4,9 @@
 //! anything is written, then hand a [`Pretrain`] task to the one loop
 //! ([`train_task`](crate::train_task)).
 
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use llm_data::{NextTokenBatch, Sampling, ShardSet, TokenBatches};
-use llm_model::{cross_entropy, Checkpoint, Gpt, Gpt2Config};
+use llm_model::{lm_cross_entropy, Checkpoint, Gpt, Gpt2Config, KernelAutodiff};
 use serde_json::Value;
 
 use crate::config::{ModelConfig, TrainConfig};
@@ -23,11 +22,11 @@ mod eval;
 use data::{Data, DataSource, Plan};
 
 /// A GPT learns from next-token batches with the cross-entropy loss.
-impl<B: AutodiffBackend> Objective<B> for Gpt<B> {
+impl<B: KernelAutodiff> Objective<B> for Gpt<B> {
     type Batch = NextTokenBatch<B>;
 
     fn loss(&self, batch: NextTokenBatch<B>) -> Tensor<B, 1> {
-        cross_entropy(self.forward(batch.inputs), batch.targets) // [1]
+        lm_cross_entropy(self, batch.inputs, batch.targets) // [1]
     }
 }
 
@@ -42,7 +41,7 @@ pub struct Pretrain {
 
 /// Trains (or resumes) a GPT as `config` says, in `options.run_dir`, on `device` and, with
 /// `run.devices` > 1, the devices after it (data-parallel).
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: KernelAutodiff>(
     config: TrainConfig,
     options: TrainOptions,
     device: B::Device,
@@ -57,7 +56,7 @@ pub fn train<B: AutodiffBackend>(
 ///
 /// Everything that can be checked is checked before the run directory is touched; if the
 /// run cannot start, a directory this call created is removed again.
-pub fn train_on<B: AutodiffBackend>(
+pub fn train_on<B: KernelAutodiff>(
     config: TrainConfig,
     options: TrainOptions,
     devices: Vec<B::Device>,
@@ -99,7 +98,7 @@ impl Pretrain {
         })
     }
 
-    fn eval_loss<B: AutodiffBackend>(
+    fn eval_loss<B: KernelAutodiff>(
         &self,
         model: &Inner<B, Gpt<B>>,
         split: &str,
@@ -111,7 +110,7 @@ impl Pretrain {
     }
 }
 
-impl<B: AutodiffBackend> Task<B> for Pretrain {
+impl<B: KernelAutodiff> Task<B> for Pretrain {
     type Model = Gpt<B>;
 
     fn name(&self) -> &'static str {

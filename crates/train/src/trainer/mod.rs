@@ -1,4 +1,4 @@
-//! The training loop, generic over `B: AutodiffBackend` and over the [`Task`]: pre-training
+//! The training loop, generic over `B: KernelAutodiff` and over the [`Task`]: pre-training
 //! and every fine-tuning task run through this one loop.
 //!
 //! [`train_task`] reads top to bottom like nanoGPT's `train.py`:
@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
-use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
+use llm_model::KernelAutodiff;
 use llm_model::{Gpt2Config, ModelError};
 
 use crate::config::{GuardAction, LoopConfig};
@@ -150,7 +150,7 @@ struct Session {
 }
 
 /// A run in progress.
-struct Trainer<B: AutodiffBackend, T: Task<B>> {
+struct Trainer<B: KernelAutodiff, T: Task<B>> {
     config: LoopConfig,
     options: TrainOptions,
     task: T,
@@ -174,7 +174,7 @@ struct Trainer<B: AutodiffBackend, T: Task<B>> {
 ///
 /// The task has checked its inputs already; if the run cannot start, a directory this
 /// call created is removed again.
-pub fn train_task<B: AutodiffBackend, T: Task<B>>(
+pub fn train_task<B: KernelAutodiff, T: Task<B>>(
     task: T,
     config: LoopConfig,
     options: TrainOptions,
@@ -210,7 +210,7 @@ pub(crate) fn accumulation(
         * n_devices
 }
 
-impl<B: AutodiffBackend, T: Task<B>> Trainer<B, T> {
+impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
     /// Everything before the first step: the data, the model (fresh or resumed), the
     /// replicas, the resolved config and the logs.
     fn start(
@@ -669,7 +669,7 @@ impl<B: AutodiffBackend, T: Task<B>> Trainer<B, T> {
     }
 }
 
-impl<B: AutodiffBackend, T: Task<B>> Drop for Trainer<B, T> {
+impl<B: KernelAutodiff, T: Task<B>> Drop for Trainer<B, T> {
     /// Leaves the collective (data parallel) and clears the progress bar, however the run
     /// ended.
     fn drop(&mut self) {

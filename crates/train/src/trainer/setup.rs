@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
+use llm_model::KernelAutodiff;
 use llm_model::{Checkpoint, CheckpointDir, Gpt2Config};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -43,7 +43,7 @@ fn pretrain() -> String {
 }
 
 /// The model, optimizer and progress a run starts from.
-pub(super) struct State<B: AutodiffBackend, T: Task<B>> {
+pub(super) struct State<B: KernelAutodiff, T: Task<B>> {
     pub(super) model: T::Model,
     pub(super) optim: GptOptimizer<B, T::Model>,
     pub(super) step: usize,
@@ -80,7 +80,7 @@ pub(super) fn ensure_fresh(run: &RunDir, bar: &Option<ProgressBar>) -> Result<()
 }
 
 /// Step 0: the backend RNG seeded with `run.seed`, then the task's fresh model.
-pub(super) fn fresh_state<B: AutodiffBackend, T: Task<B>>(
+pub(super) fn fresh_state<B: KernelAutodiff, T: Task<B>>(
     task: &mut T,
     config: &LoopConfig,
     device: &B::Device,
@@ -99,17 +99,14 @@ pub(super) fn fresh_state<B: AutodiffBackend, T: Task<B>>(
 /// A resume must continue the same task with the same model shape: checked against the
 /// newest complete checkpoint's header before any data is prepared, and again against the
 /// checkpoint actually loaded.
-pub(super) fn check_resumable<B: AutodiffBackend, T: Task<B>>(
-    run: &RunDir,
-    task: &T,
-) -> Result<()> {
+pub(super) fn check_resumable<B: KernelAutodiff, T: Task<B>>(run: &RunDir, task: &T) -> Result<()> {
     match run.checkpoints().newest_complete()? {
         Some((path, info)) => same_run(&path, &info.config, &info.metadata, task),
         None => Ok(()),
     }
 }
 
-fn same_run<B: AutodiffBackend, T: Task<B>>(
+fn same_run<B: KernelAutodiff, T: Task<B>>(
     path: &Path,
     config: &Gpt2Config,
     metadata: &Value,
@@ -140,7 +137,7 @@ fn same_run<B: AutodiffBackend, T: Task<B>>(
 /// The state in the newest valid checkpoint (step or best, whichever is newer), with the
 /// task's data position restored. Damaged ones are set aside with a warning that names the
 /// file and the fault; with none left, `None` (the run starts from step 0).
-pub(super) fn restore_state<B: AutodiffBackend, T: Task<B>>(
+pub(super) fn restore_state<B: KernelAutodiff, T: Task<B>>(
     task: &mut T,
     config: &LoopConfig,
     run: &RunDir,
@@ -199,7 +196,7 @@ fn newest_valid(run: &RunDir, bar: &Option<ProgressBar>) -> Result<Option<(PathB
 }
 
 /// The lead model and optimizer, and a copy of each on every other device.
-pub(super) fn replicate<B: AutodiffBackend, M: Objective<B>>(
+pub(super) fn replicate<B: KernelAutodiff, M: Objective<B>>(
     model: M,
     optim: GptOptimizer<B, M>,
     config: &LoopConfig,
