@@ -110,6 +110,13 @@ impl InstructionDataset {
             .collect::<Result<_>>()?;
         Ok(InstructionDataset { items })
     }
+
+    /// Keeps the items for which `keep` is true; returns how many were left out.
+    pub fn retain(&mut self, keep: impl FnMut(&InstructionItem) -> bool) -> usize {
+        let before = self.items.len();
+        self.items.retain(keep);
+        before - self.items.len()
+    }
 }
 
 impl Dataset<InstructionItem> for InstructionDataset {

@@ -55,9 +55,38 @@ pub struct Instruct<B: KernelAutodiff> {
     batcher: InstructionBatcher,
     /// Examples cut to the context, over all splits.
     truncated: usize,
+    /// Training and validation examples left out because, with the prompt masked, the
+    /// prompt fills the context and no target is left.
+    no_target: usize,
     longest: usize,
     epochs: Epochs,
     saving: Saving,
+}
+
+/// With the prompt masked, a row's first target is the token after the prompt, so an
+/// example whose prompt is longer than the context has none: it is left out of the
+/// training and validation splits (the test split still gets a response) and counted.
+fn drop_untargeted(
+    splits: &mut [InstructionDataset; 3],
+    n_positions: usize,
+    path: &std::path::Path,
+) -> Result<usize> {
+    let dropped: usize = splits[..2]
+        .iter_mut()
+        .map(|split| split.retain(|item| item.prompt_len <= n_positions))
+        .sum();
+    if splits[0].len() == 0 {
+        return Err(TrainError::key(
+            "instruct.mask_prompt",
+            format!(
+                "every training prompt in {} is longer than the base's {n_positions}-token \
+                 context, so no target is left; use a base with a longer context or \
+                 instruct.mask_prompt = false",
+                path.display()
+            ),
+        ));
+    }
+    Ok(dropped)
 }
 
 /// Checks every example: an empty instruction or response is an error naming the entry.
@@ -102,7 +131,11 @@ impl<B: KernelAutodiff> Instruct<B> {
             }
             splits.push(data);
         }
-        let splits: [InstructionDataset; 3] = splits.try_into().expect("three splits");
+        let mut splits: [InstructionDataset; 3] = splits.try_into().expect("three splits");
+        let no_target = match recipe.instruct.mask_prompt {
+            true => drop_untargeted(&mut splits, n_positions, path)?,
+            false => 0,
+        };
         if splits[0].len() < recipe.run.batch_size {
             return Err(TrainError::key(
                 "run.batch_size",
@@ -132,6 +165,7 @@ impl<B: KernelAutodiff> Instruct<B> {
             splits,
             batcher,
             truncated,
+            no_target,
             longest,
             epochs,
         })
@@ -242,7 +276,10 @@ impl<B: KernelAutodiff> Task<B> for Instruct<B> {
             test.len(),
             self.longest,
             self.truncated,
-            if self.recipe.instruct.mask_prompt { ", prompt masked" } else { "" },
+            match self.recipe.instruct.mask_prompt {
+                true => format!(", prompt masked ({} left out: prompt longer than the context)", self.no_target),
+                false => String::new(),
+            },
             self.recipe.trainable()
         )
     }
@@ -355,6 +392,7 @@ impl<B: KernelAutodiff> Task<B> for Instruct<B> {
         metrics.insert("test_f1".into(), f1 / n);
         metrics.insert("test_rouge_l".into(), rouge / n);
         metrics.insert("truncated".into(), self.truncated as f64);
+        metrics.insert("no_target".into(), self.no_target as f64);
         Ok(metrics)
     }
 }
