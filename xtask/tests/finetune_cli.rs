@@ -228,15 +228,7 @@ fn lora_trains_only_the_adapters_and_the_head() {
 fn a_tiny_context_truncates_by_the_rule_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     // A base whose context (32) is shorter than many messages.
-    let recipe = tiny_recipe(dir.path(), 2, serde_json::json!({}));
-    let base = dir.path().join("base");
-    ok(&[
-        "pretrain",
-        "--config",
-        recipe.to_str().unwrap(),
-        "--out",
-        base.to_str().unwrap(),
-    ]);
+    let base = tiny_base(dir.path(), "base", serde_json::json!({}));
     let sms = sms_slice(dir.path(), 30, 20).display().to_string();
     let out = dir.path().join("cls").display().to_string();
     let data = format!("data.path={sms}");
@@ -264,64 +256,39 @@ fn a_tiny_context_truncates_by_the_rule_and_counts() {
 fn masked_prompts_longer_than_the_context_are_left_out_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     // A base whose context (44) is shorter than 16 of these Alpaca prompts (37 to 56 tokens).
-    let recipe = tiny_recipe(
-        dir.path(),
-        2,
-        serde_json::json!({"model": {"n_positions": 44}}),
-    );
-    let base = dir.path().join("base");
-    ok(&[
-        "pretrain",
-        "--config",
-        recipe.to_str().unwrap(),
-        "--out",
-        base.to_str().unwrap(),
-    ]);
+    let base = tiny_base(dir.path(), "base", serde_json::json!({"n_positions": 44}));
     let data = format!(
         "data.path={}",
         json_slice(dir.path(), "instruction-data.json", 40).display()
     );
-    let run = |name: &str| {
-        let out = dir.path().join(name).display().to_string();
-        let args = [
-            "finetune",
-            "--task",
-            "instruct",
-            "--model",
-            base.to_str().unwrap(),
-            "--out",
-            &out,
-            "--json",
-            "--set",
-            &data,
-            "--set",
-            "run.batch_size=4",
-            "--set",
-            "instruct.mask_prompt=true",
-            "--set",
-            "instruct.max_new_tokens=2",
-            "--max-steps",
-            "3",
-        ];
-        xtask().args(args).output().unwrap()
-    };
-    let output = run("masked");
-    assert!(output.status.success(), "{}", stderr(&output));
-    let report: Value = serde_json::from_str(stdout(&output).lines().last().unwrap()).unwrap();
+    let out = dir.path().join("masked").display().to_string();
+    let stdout = ok(&[
+        "finetune",
+        "--task",
+        "instruct",
+        "--model",
+        base.to_str().unwrap(),
+        "--out",
+        &out,
+        "--json",
+        "--set",
+        &data,
+        "--set",
+        "run.batch_size=4",
+        "--set",
+        "instruct.mask_prompt=true",
+        "--set",
+        "instruct.max_new_tokens=2",
+        "--max-steps",
+        "3",
+    ]);
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let left_out = report["no_target"].as_f64().unwrap();
     assert!(left_out > 0.0 && left_out < 36.0, "{report}");
     assert!(report["val_loss"].as_f64().unwrap().is_finite(), "{report}");
 
     // A context no prompt fits in is refused before training, naming the key.
-    let recipe = tiny_recipe(dir.path(), 2, serde_json::json!({}));
-    let short = dir.path().join("short");
-    ok(&[
-        "pretrain",
-        "--config",
-        recipe.to_str().unwrap(),
-        "--out",
-        short.to_str().unwrap(),
-    ]);
+    let short = tiny_base(dir.path(), "short", serde_json::json!({}));
     let err = fails(&[
         "finetune",
         "--task",

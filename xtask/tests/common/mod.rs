@@ -162,3 +162,18 @@ pub fn interrupt(child: std::process::Child) -> Output {
     assert!(sent.success());
     child.wait_with_output().unwrap()
 }
+
+/// A base model pre-trained for 2 steps by the tiny recipe, with `model` overrides;
+/// returns its run directory.
+pub fn tiny_base(dir: &Path, name: &str, model: serde_json::Value) -> PathBuf {
+    let recipe = tiny_recipe(dir, 2, serde_json::json!({ "model": model }));
+    let base = dir.join(name);
+    ok(&[
+        "pretrain",
+        "--config",
+        recipe.to_str().unwrap(),
+        "--out",
+        base.to_str().unwrap(),
+    ]);
+    base
+}
