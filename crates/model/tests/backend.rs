@@ -154,17 +154,19 @@ fn check_cross_entropy<B: KernelBackend>(device: &B::Device) {
     let (want_nll, want_grad) = run(false);
     let (exact_nll, exact_grad) = exact(&x, &targets, &weight);
     let name = B::name(device);
-    // Within 1e-6 of the exact (f64) answer, and of the composite one up to the
+    // Within 2e-6 of the exact (f64) answer, and of the composite one up to the
     // composite's own error (NdArray's autodiff chain is ~1e-5 off in the gradient).
     for (what, got, composite, exact) in [
         ("loss", &nll, &want_nll, &exact_nll),
         ("gradient", &grad, &want_grad, &exact_grad),
     ] {
         let (err, ref_err) = (rel_diff(got, exact), rel_diff(composite, exact));
-        assert!(err < 1e-6, "{name}: {what} is {err:e} from exact");
+        // `exp(x − lse)` with |x| near 25 rounds x − lse to ~2e-6: 6e-7 on AVX-512, up to
+        // 1.2e-6 seen under emulated AVX2.
+        assert!(err < 2e-6, "{name}: {what} is {err:e} from exact");
         let apart = rel_diff(got, composite);
         assert!(
-            apart < 1e-6 + ref_err,
+            apart < 2e-6 + ref_err,
             "{name}: {what} is {apart:e} from composite"
         );
     }
