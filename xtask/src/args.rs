@@ -1,7 +1,7 @@
 //! Value parsers for flags, so that a bad value is refused by name before any work
 //! (`invalid value '0' for '--top-k <TOP_K>': must be at least 1`).
 
-use llm_model::GenerateConfig;
+use llm_infer::SamplingParams;
 
 /// A count of at least 1.
 pub fn positive(s: &str) -> Result<usize, String> {
@@ -12,17 +12,17 @@ pub fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A sampling temperature, by the rule of `GenerateConfig::validate` (finite, ≥ 0; 0 is
+/// A sampling temperature, by the rule of `SamplingParams::validate` (finite, ≥ 0; 0 is
 /// greedy).
 pub fn temperature(s: &str) -> Result<f32, String> {
     let t: f32 = s
         .parse()
         .map_err(|e| format!("{e} (expected a number ≥ 0)"))?;
-    let config = GenerateConfig {
+    let params = SamplingParams {
         temperature: t,
         ..Default::default()
     };
-    config.validate().map(|()| t).map_err(|e| e.to_string())
+    params.validate().map(|()| t).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod args;
 mod backends;
 mod data_cmd;
 mod finetune_cmd;
+mod generate_cmd;
 mod model_cmd;
 mod pretrain_cmd;
 mod tokenizer;
@@ -41,8 +42,10 @@ enum Command {
     DataStats(data_cmd::StatsArgs),
     /// Download a model from the Hugging Face hub into the local cache.
     Download(model_cmd::DownloadArgs),
-    /// Continue a prompt with a GPT-2.
-    Generate(model_cmd::GenerateArgs),
+    /// Continue one or more prompts with a GPT-2 (the llm-infer engine, batched).
+    Generate(generate_cmd::GenerateArgs),
+    /// Save a model with int8 (Q8_0) weights, to load with `--model DIR`.
+    Quantize(generate_cmd::QuantizeArgs),
     /// Mean loss and perplexity of a model on a text file (sliding window).
     Eval(model_cmd::EvalArgs),
     /// Write a model as a Hugging Face directory (config.json + model.safetensors).
@@ -78,7 +81,8 @@ fn main() -> ExitCode {
         Command::Prepare(args) => data_cmd::prepare(args),
         Command::DataStats(args) => data_cmd::stats(args),
         Command::Download(args) => model_cmd::download(args),
-        Command::Generate(args) => model_cmd::generate(args),
+        Command::Generate(args) => generate_cmd::generate(args),
+        Command::Quantize(args) => generate_cmd::quantize(args),
         Command::Eval(args) => model_cmd::eval(args),
         Command::Export(args) => model_cmd::export(args),
         Command::Backends(args) => backends::backends(args),

@@ -1,6 +1,6 @@
-//! `download`, `generate`, `eval` and `export`: commands that load a GPT-2.
+//! `download`, `eval` and `export`, and the model flags every command that loads a GPT-2
+//! shares.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -10,11 +10,11 @@ use llm_bpe::{Allowed, Gpt2Tokenizer};
 use llm_model::backend::{run_on, BackendKind, BackendTask};
 use llm_model::hub::Hub;
 use llm_model::pretrained::{self, ModelSource};
+use llm_model::Checkpoint;
 use llm_model::KernelBackend;
-use llm_model::{Checkpoint, GenerateConfig};
 
-use crate::args::{positive, temperature};
-use crate::tokenizer::{read_text, SpecialPolicy};
+use crate::args::positive;
+use crate::tokenizer::read_text;
 
 /// Which model, on which backend, with which tokenizer.
 #[derive(Args, Clone)]
@@ -45,7 +45,7 @@ pub(crate) struct Resolved {
     pub(crate) backend: BackendKind,
 }
 
-fn resolve(args: &ModelArgs) -> Result<Resolved> {
+pub(crate) fn resolve(args: &ModelArgs) -> Result<Resolved> {
     resolve_model(&args.model, args.tokenizer.as_deref(), &args.backend)
 }
 
@@ -136,136 +136,6 @@ pub fn download(args: DownloadArgs) -> Result<()> {
 }
 
 #[derive(Args)]
-pub struct GenerateArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    /// The prompt text.
-    #[arg(
-        long,
-        conflicts_with = "prompt_ids",
-        required_unless_present = "prompt_ids"
-    )]
-    prompt: Option<String>,
-    /// The prompt as token ids: `--prompt-ids 6109,3626`.
-    #[arg(long)]
-    prompt_ids: Option<String>,
-    /// Special-token text such as `<|endoftext|>` in `--prompt`.
-    #[arg(long, value_enum, default_value = "raise")]
-    special: SpecialPolicy,
-    /// New tokens to generate. The model sees at most its context (n_positions) of
-    /// tokens: a longer prompt is cut to its last n_positions, and once the context is
-    /// full, generation goes on from the last n_positions / 2 tokens.
-    #[arg(long, default_value_t = 50)]
-    max_new_tokens: usize,
-    /// A finite number ≥ 0; 0 is greedy (the default).
-    #[arg(long, default_value_t = 0.0, value_parser = temperature, allow_negative_numbers = true)]
-    temperature: f32,
-    /// Sample only from the k most likely tokens (k ≥ 1).
-    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
-    top_k: Option<usize>,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Stop once `<|endoftext|>` is generated.
-    #[arg(long)]
-    stop_at_eot: bool,
-    /// Print `{"ids": [prompt + new], "new_ids": [...], "text": "..."}` instead of streaming text.
-    #[arg(long)]
-    json: bool,
-}
-
-struct GenerateTask<'a> {
-    args: &'a GenerateArgs,
-    resolved: &'a Resolved,
-    prompt: Vec<u32>,
-}
-
-impl BackendTask for GenerateTask<'_> {
-    type Output = Result<()>;
-
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        let (model, _) = pretrained::load::<B>(&self.resolved.source, &device)?;
-        let tok = &self.resolved.tokenizer;
-        check_vocab(tok, model.vocab_size())?;
-        note_context(
-            self.prompt.len(),
-            self.args.max_new_tokens,
-            model.n_positions(),
-        );
-        let config = GenerateConfig {
-            max_new_tokens: self.args.max_new_tokens,
-            temperature: self.args.temperature,
-            top_k: self.args.top_k,
-            seed: self.args.seed,
-            stop_token: if self.args.stop_at_eot {
-                tok.eot_id()
-            } else {
-                None
-            },
-        };
-        let mut stream = tok.stream_decoder();
-        let mut out = std::io::stdout().lock();
-        let mut print_error = None;
-        let json = self.args.json;
-        let new = llm_model::generate(&model, &self.prompt, &config, &device, |id| {
-            if json || print_error.is_some() {
-                return;
-            }
-            // Ids beyond the tokenizer (a padded vocabulary) print as nothing.
-            if let Ok(text) = stream.push(id) {
-                if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                    print_error = Some(e);
-                }
-            }
-        })?;
-        if let Some(e) = print_error {
-            return Err(e).context("writing to stdout");
-        }
-        if json {
-            let text = tok.decode(&new)?;
-            let mut all = self.prompt.clone();
-            all.extend(&new);
-            let v = serde_json::json!({ "ids": all, "new_ids": new, "text": text });
-            writeln!(out, "{v}")?;
-        } else {
-            writeln!(out, "{}", stream.finish())?;
-        }
-        Ok(())
-    }
-}
-
-/// Says on stderr when the model will not see the whole text (see `--max-new-tokens`).
-fn note_context(prompt: usize, new: usize, n_positions: usize) {
-    if prompt > n_positions {
-        eprintln!(
-            "note: the prompt has {prompt} tokens and the model's context holds {n_positions}: it sees the last {n_positions}"
-        );
-    } else if prompt + new > n_positions {
-        eprintln!(
-            "note: the prompt ({prompt} tokens) and {new} new tokens exceed the model's context of {n_positions}: once it is full, generation goes on from the last {} tokens",
-            (n_positions / 2).max(1)
-        );
-    }
-}
-
-pub fn generate(args: GenerateArgs) -> Result<()> {
-    let resolved = resolve(&args.model)?;
-    let prompt = match (&args.prompt, &args.prompt_ids) {
-        (Some(text), _) => args
-            .special
-            .encode(&resolved.tokenizer, text)
-            .context("encoding --prompt")?,
-        (None, Some(ids)) => crate::tokenizer::parse_ids("--prompt-ids", ids)?,
-        (None, None) => bail!("give --prompt or --prompt-ids"),
-    };
-    let task = GenerateTask {
-        args: &args,
-        resolved: &resolved,
-        prompt,
-    };
-    run_on(resolved.backend, task)?
-}
-
-#[derive(Args)]
 pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -284,6 +154,10 @@ pub struct EvalArgs {
     /// Print `{"loss", "perplexity", "tokens", "windows", …}`.
     #[arg(long)]
     json: bool,
+    /// Score through the generation engine's layout with these weights: `f32` or `q8`
+    /// (int8 Q8_0), to compare the two on the same text; one window at a time.
+    #[arg(long)]
+    quant: Option<llm_infer::Quant>,
 }
 
 struct EvalTask<'a> {
@@ -308,14 +182,18 @@ impl BackendTask for EvalTask<'_> {
             bail!("--stride must be at most the context ({context}), got {stride}");
         }
         let start = std::time::Instant::now();
-        let p = llm_model::perplexity(
-            &model,
-            &self.ids,
-            context,
-            stride,
-            self.args.batch_size,
-            &device,
-        )?;
+        let p = match self.args.quant {
+            None => llm_model::perplexity(
+                &model,
+                &self.ids,
+                context,
+                stride,
+                self.args.batch_size,
+                &device,
+            )?,
+            Some(quant) => llm_infer::InferModel::from_gpt(model, quant)
+                .perplexity(&self.ids, context, stride)?,
+        };
         let secs = start.elapsed().as_secs_f64();
         if self.args.json {
             let mut v = serde_json::to_value(&p)?;

@@ -15,6 +15,15 @@ const LAYERS: [&str; 7] = [
     "llm-viz",
 ];
 
+/// Pairs that layering alone would allow but that must not exist: a server build must not
+/// compile the trainer, and the visualisations need neither.
+const FORBIDDEN: [(&str, &str); 4] = [
+    ("llm-infer", "llm-train"),
+    ("llm-infer", "llm-data"),
+    ("llm-viz", "llm-train"),
+    ("llm-viz", "llm-data"),
+];
+
 #[test]
 fn crates_depend_only_on_lower_layers() {
     let out = Command::new(env!("CARGO"))
@@ -51,6 +60,9 @@ fn crates_depend_only_on_lower_layers() {
         let Some(&own) = rank.get(name) else { continue };
         for dep in pkg["dependencies"].as_array().unwrap() {
             let dep_name = dep["name"].as_str().unwrap();
+            if FORBIDDEN.contains(&(name, dep_name)) {
+                violations.push(format!("{name} must not depend on {dep_name}"));
+            }
             if dep_name == "xtask" {
                 violations.push(format!("{name} depends on xtask"));
             }

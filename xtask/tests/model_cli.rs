@@ -285,3 +285,131 @@ fn bad_model_input_is_an_error_not_a_panic() {
     assert!(err.contains("model.safetensors"), "{err}");
     fails(&["generate", "--model", &f], &[]);
 }
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn generate_runs_several_prompts_in_one_batch() {
+    let f = fixture();
+    let gen = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &f,
+            "--max-new-tokens",
+            "20",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json_lines(&ok(&args, &[]))
+    };
+    let batch = gen(&[
+        "--prompt-ids",
+        "6109,3626,6100,345",
+        "--prompt-ids",
+        "15496,11",
+    ]);
+    assert_eq!(batch.len(), 2);
+    let first: Vec<u32> = serde_json::from_value(batch[0]["new_ids"].clone()).unwrap();
+    assert_eq!(first, EVERY_EFFORT_20);
+    assert_eq!(batch[0]["finish_reason"], "length");
+    // Each prompt's continuation is its continuation alone, and a prompts file is the same.
+    assert_eq!(gen(&["--prompt-ids", "15496,11"])[0], batch[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prompts.jsonl");
+    std::fs::write(
+        &file,
+        "{\"prompt_ids\": [6109, 3626, 6100, 345]}\n\n{\"prompt\": \"Hello,\"}\n",
+    )
+    .unwrap();
+    assert_eq!(gen(&["--prompts-file", file.to_str().unwrap()]), batch);
+    // One slot at a time gives the same outputs.
+    let one = gen(&[
+        "--prompts-file",
+        file.to_str().unwrap(),
+        "--batch-size",
+        "1",
+    ]);
+    assert_eq!(one, batch);
+    // A stop string ends the text before it.
+    let stopped = gen(&["--prompt-ids", "6109,3626,6100,345", "--stop", "defective"]);
+    let text = stopped[0]["text"].as_str().unwrap();
+    assert_eq!(stopped[0]["finish_reason"], "stop");
+    let full = batch[0]["text"].as_str().unwrap();
+    assert_eq!(text, &full[..full.find("defective").unwrap()]);
+    // Bad input names the line or the flag.
+    std::fs::write(&file, "{\"prompt\": \"a\"}\n{\"text\": \"b\"}\n").unwrap();
+    let err = fails(
+        &[
+            "generate",
+            "--model",
+            &f,
+            "--prompts-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(err.contains("prompts.jsonl:2"), "{err}");
+    let err = fails(
+        &["generate", "--model", &f, "--prompt", "x", "--top-p", "0"],
+        &[],
+    );
+    assert!(err.contains("--top-p"), "{err}");
+}
+
+#[test]
+fn quantize_writes_int8_weights_that_load_back() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q8");
+    let q8 = out.to_str().unwrap();
+    let said = ok(&["quantize", "--model", &f, "--out", q8], &[]);
+    assert!(said.contains("int8"), "{said}");
+    assert!(out.join("model.safetensors").is_file() && out.join("tokenizer.json").is_file());
+    let gen = |model: &str, extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "Every effort moves you",
+        ];
+        args.extend_from_slice(&["--max-new-tokens", "12", "--json"]);
+        args.extend_from_slice(extra);
+        json_lines(&ok(&args, &[]))
+    };
+    assert_eq!(gen(q8, &[]), gen(&f, &["--quant", "q8"]));
+    let err = fails(
+        &["generate", "--model", q8, "--prompt", "x", "--quant", "f32"],
+        &[],
+    );
+    assert!(err.contains("int8"), "{err}");
+    // int8 perplexity on a text is within 1% of f32's.
+    let ppl = |quant: &str| {
+        let out = ok(
+            &[
+                "eval",
+                "--model",
+                &f,
+                "--file",
+                "assets/data/the-verdict.txt",
+                "--context",
+                "128",
+                "--stride",
+                "64",
+                "--json",
+                "--quant",
+                quant,
+            ],
+            &[],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["perplexity"].as_f64().unwrap()
+    };
+    let (p32, p8) = (ppl("f32"), ppl("q8"));
+    assert!((p8 / p32 - 1.0).abs() < 0.01, "{p8} vs {p32}");
+}

@@ -1,7 +1,34 @@
-//! # llm-infer: fast generation
+//! # llm-infer: the generation engine
 //!
-//! Will hold the inference engine: samplers (greedy, temperature, top-k, top-p, repetition
-//! penalty), streaming output through `llm_bpe::StreamDecoder`, batched generation,
-//! quantized weights, and an HTTP server; benchmarked against llama.cpp on the CPU.
+//! Fast generation with a GPT-2, on any Burn backend, specialised for the CPU.
 //!
-//! Nothing is implemented yet.
+//! - [`InferModel`]: the weights laid out for generation (`[out, in]` projections), in f32
+//!   or int8 Q8_0 ([`Quant`]), built from an [`llm_model::Gpt`].
+//! - [`SlotCache`]: the KV cache, `[slots, n_head, n_positions, head_dim]` per layer,
+//!   allocated once and written in place.
+//! - [`Engine`]: continuous batching over the slots ([`Engine::add`], [`Engine::step`],
+//!   [`Engine::cancel`]); [`Engine::generate`] runs a list of requests to the end.
+//! - [`TokenSampler`] and [`SamplingParams`]: token sampling (greedy, temperature, top-k,
+//!   top-p, min-p, repetition / presence / frequency penalties, seeds, log-probabilities).
+//! - [`quantized`]: the saved int8 model's safetensors layout ([`quantized::save_quantized`],
+//!   [`quantized::load_quantized`]).
+//! - [`TextStream`]: text pieces that are whole characters and never a stop string's start.
+//!
+//! The hot ops (`linear_nt`, `linear_q8`, `cached_attention`) are
+//! [`llm_model::KernelBackend`] ops: plain Burn ops by default, multi-threaded SIMD
+//! kernels on Flex.
+
+mod cache;
+mod engine;
+mod error;
+mod model;
+pub mod quantized;
+mod sampling;
+mod text;
+
+pub use cache::SlotCache;
+pub use engine::{Engine, Event, Finish, Output, Request, SeqId};
+pub use error::{InferError, Result};
+pub use model::{InferBlock, InferModel, Linear, Quant, Weight};
+pub use sampling::{argmax, Choice, SamplingParams, TokenSampler};
+pub use text::{Piece, TextStream};

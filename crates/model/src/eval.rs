@@ -27,13 +27,16 @@ pub struct Perplexity {
 }
 
 /// One window: its token range, and the first position whose target is scored.
-struct Window {
-    begin: usize,
-    end: usize,
-    score_from: usize,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub begin: usize,
+    pub end: usize,
+    /// Position `p` predicts token `p + 1`; targets from `score_from` on are scored.
+    pub score_from: usize,
 }
 
-fn windows(n: usize, context: usize, stride: usize) -> Vec<Window> {
+/// The windows that score a text of `n` tokens (see the module doc).
+pub fn windows(n: usize, context: usize, stride: usize) -> Vec<Window> {
     let mut out = Vec::new();
     let (mut begin, mut prev_end) = (0, 0);
     loop {

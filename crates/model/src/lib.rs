@@ -71,9 +71,9 @@ pub use checkpoint_dir::{CheckpointDir, SetAside};
 pub use classifier::{Classifier, ClassifierInfo};
 pub use config::{Gpt2Config, PRESETS};
 pub use error::{ModelError, Result};
-pub use eval::{perplexity, Perplexity};
+pub use eval::{perplexity, windows, Perplexity, Window};
 pub use generate::{generate, generate_uncached, GenerateConfig};
-pub use kernels::{KernelAutodiff, KernelBackend};
+pub use kernels::{KernelAutodiff, KernelBackend, Q8Matrix, Segment};
 pub use loss::{
     cross_entropy, head_nll, lm_cross_entropy, next_token_nll, token_nll, IGNORE_INDEX,
 };

@@ -8,7 +8,12 @@ use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{cross_entropy, simd, KernelBackend};
+use super::gemv::{self, attend};
+use super::q8::{quantize_rows, Q8Matrix};
+use super::{cross_entropy, infer, simd, KernelBackend, Segment};
+
+/// Up to this many rows, a linear layer streams its weights once (decode); above, gemm.
+const GEMV_MAX_ROWS: usize = 16;
 
 impl KernelBackend for Flex {
     fn lm_head_logits(hidden: FlexTensor, weight: FlexTensor) -> FlexTensor {
@@ -107,6 +112,148 @@ impl KernelBackend for Flex {
             });
         out
     }
+
+    fn linear_nt(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>) -> FlexTensor {
+        let all_f32 = [Some(&x), Some(&weight), bias.as_ref()]
+            .iter()
+            .flatten()
+            .all(|t| t.dtype() == DType::F32);
+        if !all_f32 {
+            return infer::linear_nt::<Flex>(x, weight, bias);
+        }
+        let (x, weight) = (contiguous(x), contiguous(weight));
+        let bias = bias.map(contiguous);
+        let ((m, k), (n, k_w)) = (rows(&x), rows(&weight));
+        assert_eq!(k, k_w, "linear: x [{m}, {k}] against weight [{n}, {k_w}]");
+        let (xs, ws): (&[f32], &[f32]) = (x.storage(), weight.storage());
+        let b = bias.as_ref().map(|b| b.storage::<f32>());
+        let y = if m <= GEMV_MAX_ROWS {
+            gemv::gemv_f32(xs, m, ws, n, k, b)
+        } else {
+            gemv::gemm_f32(xs, m, ws, n, k, b)
+        };
+        FlexTensor::from_data(TensorData::new(y, [m, n]))
+    }
+
+    fn linear_q8(x: FlexTensor, weight: &Q8Matrix, bias: Option<FlexTensor>) -> FlexTensor {
+        let x = contiguous(x);
+        let bias = bias.map(contiguous);
+        let (m, k) = rows(&x);
+        assert_eq!(
+            k, weight.k,
+            "linear: x [{m}, {k}] against weight [{}, {}]",
+            weight.n, weight.k
+        );
+        let xs: &[f32] = x.storage();
+        let b = bias.as_ref().map(|b| b.storage::<f32>());
+        let y = if m <= GEMV_MAX_ROWS {
+            gemv::gemv_q8(&quantize_rows(xs), m, weight, b)
+        } else {
+            // Prefill is bound by arithmetic, not by reading weights: f32 gemm wins.
+            gemv::gemm_f32(xs, m, &weight.dequantize(), weight.n, k, b)
+        };
+        FlexTensor::from_data(TensorData::new(y, [m, weight.n]))
+    }
+
+    fn cached_attention(
+        qkv: FlexTensor,
+        k_cache: FlexTensor,
+        v_cache: FlexTensor,
+        segments: &[Segment],
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        if [&qkv, &k_cache, &v_cache]
+            .iter()
+            .any(|t| t.dtype() != DType::F32)
+        {
+            return infer::cached_attention::<Flex>(qkv, k_cache, v_cache, segments);
+        }
+        let qkv = contiguous(qkv);
+        let (mut kc, mut vc) = (contiguous(k_cache), contiguous(v_cache));
+        let dims: [usize; 4] = kc
+            .layout()
+            .shape()
+            .as_slice()
+            .try_into()
+            .expect("cache [slots, h, cap, d]");
+        let cache = CacheShape {
+            h: dims[1],
+            cap: dims[2],
+            d: dims[3],
+        };
+        let x: &[f32] = qkv.storage();
+        // Copy-on-write: in place when the engine held the only reference.
+        write_new(x, kc.storage_mut(), &cache, segments, 1);
+        write_new(x, vc.storage_mut(), &cache, segments, 2);
+        let y = attend_all(x, kc.storage(), vc.storage(), &cache, segments);
+        let n_tokens = y.len() / (cache.h * cache.d);
+        let y = FlexTensor::from_data(TensorData::new(y, [n_tokens, cache.h * cache.d]));
+        (y, kc, vc)
+    }
+}
+
+/// A KV cache's `[slots, h, cap, d]`, without the slots.
+struct CacheShape {
+    h: usize,
+    cap: usize,
+    d: usize,
+}
+
+impl CacheShape {
+    /// Where position `p` of `head` in `slot` starts.
+    fn at(&self, slot: usize, head: usize, p: usize) -> usize {
+        ((slot * self.h + head) * self.cap + p) * self.d
+    }
+}
+
+/// Copies part `which` (1 keys, 2 values) of each new token of `qkv` into its cache rows.
+fn write_new(
+    qkv: &[f32],
+    cache: &mut [f32],
+    shape: &CacheShape,
+    segments: &[Segment],
+    which: usize,
+) {
+    let (d, c) = (shape.d, shape.h * shape.d);
+    let mut row = 0;
+    for s in segments {
+        for i in 0..s.len {
+            let token = &qkv[(row + i) * 3 * c + which * c..][..c];
+            for (head, part) in token.chunks_exact(d).enumerate() {
+                let at = shape.at(s.slot, head, s.pos + i);
+                cache[at..at + d].copy_from_slice(part);
+            }
+        }
+        row += s.len;
+    }
+}
+
+/// Every new token's every head, in parallel: `[n_tokens, c]`.
+fn attend_all(
+    qkv: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    shape: &CacheShape,
+    segments: &[Segment],
+) -> Vec<f32> {
+    let (h, d) = (shape.h, shape.d);
+    let c = h * d;
+    // (slot, position) of each new token.
+    let tokens: Vec<(usize, usize)> = segments
+        .iter()
+        .flat_map(|s| (s.pos..s.pos + s.len).map(move |p| (s.slot, p)))
+        .collect();
+    let scale = (d as f32).sqrt().recip();
+    let mut y = vec![0f32; tokens.len() * c];
+    y.par_chunks_mut(d)
+        .enumerate()
+        .for_each_init(Vec::new, |buf, (i, out)| {
+            let (token, head) = (i / h, i % h);
+            let (slot, pos) = tokens[token];
+            let q = &qkv[token * 3 * c + head * d..][..d];
+            let (from, to) = (shape.at(slot, head, 0), shape.at(slot, head, pos + 1));
+            attend(q, &keys[from..to], &values[from..to], scale, buf, out);
+        });
+    y
 }
 
 /// A tensor whose storage is exactly its elements, in order.
@@ -123,7 +270,7 @@ fn rows(logits: &FlexTensor) -> (usize, usize) {
     assert_eq!(
         dims.len(),
         2,
-        "cross-entropy: logits must be [n, vocab], got {dims:?}"
+        "expected a matrix [rows, columns], got {dims:?}"
     );
     (dims[0], dims[1])
 }

@@ -10,13 +10,28 @@
 //! | [`KernelBackend::lm_head_logits`] (`h · wteᵀ`) | matmul | gemm into a fresh buffer (Flex's matmul zero-fills and copies its output) | matmul's |
 //! | [`KernelBackend::lm_head_nll`] (the two above) | both | both | one node: cross-entropy's in place, then `dh = g · wte`, `dwte = gᵀ · h` |
 //!
+//! Generation (`llm-infer`) adds three inference-only ops (no backward):
+//!
+//! | op | default | Flex |
+//! |----|---------|------|
+//! | [`KernelBackend::linear_nt`] (`x · wᵀ + b`, `w` as `[out, in]`) | matmul | a few rows: one pass over `w`, 16-lane dot products, rows of `w` across threads ([`gemv`]); many rows: gemm |
+//! | [`KernelBackend::linear_q8`] (the same with [`Q8Matrix`] weights) | dequantize, then `linear_nt` | activations quantized per step, int8 dot products (VNNI / AVX2 / scalar) |
+//! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign` + Burn's attention per sequence | written in place; every (token, head) in parallel |
+//!
 //! Adding an op: a method here with its default body, an override in [`flex`] if it pays,
-//! and a `Backward` in the `Autodiff` impl.
+//! and a `Backward` in the `Autodiff` impl if it trains.
 
 mod cross_entropy;
 #[cfg(feature = "flex")]
 mod flex;
-mod simd;
+#[cfg(feature = "flex")]
+pub mod gemv;
+mod infer;
+pub mod q8;
+pub mod simd;
+
+pub use infer::Segment;
+pub use q8::{Q8Matrix, Q8_BLOCK};
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::Autodiff;
@@ -69,6 +84,40 @@ pub trait KernelBackend: Backend {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         cross_entropy::backward_default::<Self>(logits, targets, lse, grad)
+    }
+
+    /// `x [m, k] · weightᵀ + bias` for `weight [n, k]` (one row per output, as
+    /// `nn.Linear`) and `bias [n]`: `[m, n]`. Inference only.
+    fn linear_nt(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        infer::linear_nt::<Self>(x, weight, bias)
+    }
+
+    /// [`Self::linear_nt`] with Q8_0 weights. The default dequantizes them first.
+    fn linear_q8(
+        x: FloatTensor<Self>,
+        weight: &Q8Matrix,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        let w = infer::dequantize::<Self>(weight, &Self::float_device(&x));
+        Self::linear_nt(x, w, bias)
+    }
+
+    /// Causal attention of new tokens over a KV cache. `qkv [n_tokens, 3·c]` holds the
+    /// queries, keys and values of the [`Segment`]s' tokens, one segment after the other;
+    /// `k_cache`, `v_cache` are `[slots, n_head, capacity, head_dim]`. Each segment's keys
+    /// and values are written at its positions, then each of its tokens attends to its
+    /// slot's positions up to its own. Returns `(y [n_tokens, c], k_cache, v_cache)`.
+    fn cached_attention(
+        qkv: FloatTensor<Self>,
+        k_cache: FloatTensor<Self>,
+        v_cache: FloatTensor<Self>,
+        segments: &[Segment],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        infer::cached_attention::<Self>(qkv, k_cache, v_cache, segments)
     }
 }
 

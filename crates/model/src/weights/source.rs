@@ -17,6 +17,29 @@ enum Backing {
     Pytorch(BTreeMap<String, TensorSnapshot>),
 }
 
+/// Drops the mapped pages of `bytes` (a slice of `mmap`) from this process's memory once
+/// they are copied, so that loading never holds the file and its copy at once: peak RSS
+/// stays near the weights' size. The pages are read from the file again if touched.
+pub fn release_pages(mmap: &Mmap, bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 4096;
+        let start = bytes.as_ptr() as usize - mmap.as_ptr() as usize;
+        let (from, to) = (
+            start.next_multiple_of(PAGE),
+            (start + bytes.len()) / PAGE * PAGE,
+        );
+        if to > from {
+            // SAFETY: a read-only file mapping; dropped pages are refilled from the file.
+            let _ = unsafe {
+                mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+            };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (mmap, bytes);
+}
+
 /// A weight file: tensor names, shapes, and their values as f32 on request.
 pub struct WeightFile {
     path: PathBuf,
@@ -102,7 +125,7 @@ impl WeightFile {
                 let tensors = SafeTensors::deserialize(mmap).map_err(|e| bad(e.to_string()))?;
                 let view = tensors.tensor(name).map_err(|e| bad(e.to_string()))?;
                 let bytes = view.data();
-                Ok(match view.dtype() {
+                let values = match view.dtype() {
                     Dtype::F32 => bytes
                         .chunks_exact(4)
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -120,7 +143,9 @@ impl WeightFile {
                         .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
                         .collect(),
                     other => return Err(bad(format!("dtype {other:?} is not a float type"))),
-                })
+                };
+                release_pages(mmap, bytes);
+                Ok(values)
             }
             Backing::Pytorch(tensors) => {
                 let t = tensors

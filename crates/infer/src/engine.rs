@@ -1,0 +1,344 @@
+//! The engine: a fixed number of batch slots, each holding one sequence, all advanced
+//! together one step at a time (continuous batching).
+//!
+//! - [`Engine::add`] puts a request into a free slot; [`Engine::cancel`] frees one. Both
+//!   may happen between any two steps.
+//! - [`Engine::step`] runs one forward pass over every active slot: a joining sequence's
+//!   whole prompt (prefill), and one token for each running one (decode), packed into one
+//!   batch of [`Segment`]s. No padding is needed: each slot has its own positions in the
+//!   cache, which is what HF's left padding, attention mask and mask-derived position ids
+//!   achieve for a static batch. Logits are computed for each segment's last token only.
+//! - A sequence ends on its own: `max_new_tokens`, a stop token, or a stop string.
+//! - Past the context, a sequence slides: its slot is refilled from its last
+//!   `n_positions / 2` tokens and generation goes on (as `llm_model::generate`).
+
+use std::sync::Arc;
+
+use llm_bpe::Gpt2Tokenizer;
+use llm_model::{KernelBackend, Segment};
+
+use crate::cache::SlotCache;
+use crate::error::{InferError, Result};
+use crate::model::InferModel;
+use crate::sampling::{SamplingParams, TokenSampler};
+use crate::text::TextStream;
+
+/// A sequence's handle.
+pub type SeqId = u64;
+
+/// One generation request.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+    /// Keep the last `n_positions` tokens of a longer prompt instead of refusing it.
+    pub truncate_left: bool,
+}
+
+/// Why a sequence ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// A stop token or stop string.
+    Stop,
+    /// `max_new_tokens`.
+    Length,
+}
+
+/// One new token of one sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub id: SeqId,
+    pub token: u32,
+    pub logprob: f32,
+    pub top_logprobs: Vec<(u32, f32)>,
+    /// Text now safe to show (with a tokenizer; whole characters, no stop-string start).
+    pub text: String,
+    pub finish: Option<Finish>,
+}
+
+/// A finished sequence, from [`Engine::generate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub prompt: Vec<u32>,
+    pub new_ids: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub text: String,
+    pub finish: Finish,
+}
+
+#[derive(Debug)]
+struct Sequence {
+    id: SeqId,
+    /// Prompt and generated tokens.
+    tokens: Vec<u32>,
+    /// Positions of this slot already in the cache.
+    cached: usize,
+    /// Tokens the next step feeds.
+    pending: Vec<u32>,
+    generated: usize,
+    sampler: TokenSampler,
+    text: Option<TextStream>,
+}
+
+/// Generation over a batch of slots.
+pub struct Engine<B: KernelBackend> {
+    model: InferModel<B>,
+    tokenizer: Option<Arc<Gpt2Tokenizer>>,
+    cache: SlotCache<B>,
+    slots: Vec<Option<Sequence>>,
+    next_id: SeqId,
+}
+
+impl<B: KernelBackend> Engine<B> {
+    /// An engine with `slots` batch slots (at least 1). With a tokenizer, events carry
+    /// text and stop strings work.
+    pub fn new(
+        model: InferModel<B>,
+        tokenizer: Option<Arc<Gpt2Tokenizer>>,
+        slots: usize,
+        device: &B::Device,
+    ) -> Self {
+        let slots = slots.max(1);
+        let cache = SlotCache::new(&model.config, slots, device);
+        Engine {
+            model,
+            tokenizer,
+            cache,
+            slots: (0..slots).map(|_| None).collect(),
+            next_id: 0,
+        }
+    }
+
+    pub fn model(&self) -> &InferModel<B> {
+        &self.model
+    }
+
+    pub fn cache(&self) -> &SlotCache<B> {
+        &self.cache
+    }
+
+    /// Sequences running.
+    pub fn active(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    /// Whether a request can join now.
+    pub fn has_free_slot(&self) -> bool {
+        self.slots.iter().any(Option::is_none)
+    }
+
+    /// Checks a request and starts it in a free slot; it runs from the next step.
+    pub fn add(&mut self, request: Request) -> Result<SeqId> {
+        let Request {
+            prompt,
+            params,
+            truncate_left,
+        } = request;
+        params.validate()?;
+        if prompt.is_empty() {
+            return Err(InferError::EmptyPrompt);
+        }
+        let vocab = self.model.vocab_size();
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
+            return Err(InferError::TokenOutOfRange {
+                id,
+                vocab_size: vocab,
+            });
+        }
+        let n_positions = self.model.n_positions();
+        let prompt = match prompt.len() > n_positions {
+            true if truncate_left => prompt[prompt.len() - n_positions..].to_vec(),
+            true => {
+                return Err(InferError::PromptTooLong {
+                    len: prompt.len(),
+                    n_positions,
+                })
+            }
+            false => prompt,
+        };
+        if !params.stop.is_empty() && self.tokenizer.is_none() {
+            return Err(InferError::Param {
+                param: "stop",
+                message: "needs a tokenizer to read text".into(),
+            });
+        }
+        let Some(slot) = self.slots.iter().position(Option::is_none) else {
+            return Err(InferError::Full {
+                slots: self.slots.len(),
+            });
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = self
+            .tokenizer
+            .clone()
+            .map(|t| TextStream::new(t, params.stop.clone()));
+        self.slots[slot] = Some(Sequence {
+            id,
+            sampler: TokenSampler::new(params, &prompt, vocab),
+            pending: prompt.clone(),
+            tokens: prompt,
+            cached: 0,
+            generated: 0,
+            text,
+        });
+        Ok(id)
+    }
+
+    /// Ends a sequence now and frees its slot; false if it was not running.
+    pub fn cancel(&mut self, id: SeqId) -> bool {
+        match self
+            .slots
+            .iter_mut()
+            .find(|s| s.as_ref().is_some_and(|s| s.id == id))
+        {
+            Some(slot) => {
+                *slot = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One forward pass over every running sequence: one new token each.
+    pub fn step(&mut self) -> Result<Vec<Event>> {
+        let capacity = self.cache.capacity();
+        let mut segments = Vec::new();
+        let mut ids = Vec::new();
+        for (slot, seq) in self.slots.iter_mut().enumerate() {
+            let Some(seq) = seq else { continue };
+            if seq.cached + seq.pending.len() > capacity {
+                // Slide: refill the slot from the last half-context of tokens.
+                let keep = (capacity / 2).max(1);
+                seq.cached = 0;
+                seq.pending = seq.tokens[seq.tokens.len() - keep..].to_vec();
+            }
+            segments.push(Segment {
+                slot,
+                pos: seq.cached,
+                len: seq.pending.len(),
+            });
+            ids.extend_from_slice(&seq.pending);
+        }
+        if segments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let logits = self.model.forward(&ids, &segments, &mut self.cache); // [segments, vocab]
+        let vocab = self.model.vocab_size();
+        let logits: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 logits");
+        let mut events = Vec::with_capacity(segments.len());
+        for (seg, row) in segments.iter().zip(logits.chunks_exact(vocab)) {
+            let seq = self.slots[seg.slot].as_mut().expect("a running slot");
+            if row.iter().any(|l| l.is_nan() || *l == f32::INFINITY) {
+                let id = seq.id;
+                self.slots[seg.slot] = None;
+                return Err(InferError::NonFinite { id });
+            }
+            let event = advance(seq, seg, row)?;
+            if event.finish.is_some() {
+                self.slots[seg.slot] = None;
+            }
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Runs `requests` to the end, as many at once as there are slots (the rest join as
+    /// slots free up), and returns their outputs in order.
+    pub fn generate(&mut self, requests: Vec<Request>) -> Result<Vec<Output>> {
+        self.generate_with(requests, |_, _| {})
+    }
+
+    /// As [`Engine::generate`], calling `on_event(request index, event)` for every new
+    /// token as it comes (to stream text).
+    pub fn generate_with(
+        &mut self,
+        requests: Vec<Request>,
+        mut on_event: impl FnMut(usize, &Event),
+    ) -> Result<Vec<Output>> {
+        let mut outputs: Vec<Option<Output>> = vec![None; requests.len()];
+        let mut index = std::collections::HashMap::new();
+        let mut queue = requests.into_iter().enumerate();
+        let mut waiting = queue.next();
+        loop {
+            while self.has_free_slot() {
+                let Some((i, request)) = waiting.take() else {
+                    break;
+                };
+                let prompt = request.prompt.clone();
+                let id = self.add(request)?;
+                index.insert(id, i);
+                outputs[i] = Some(Output {
+                    prompt,
+                    new_ids: vec![],
+                    logprobs: vec![],
+                    text: String::new(),
+                    finish: Finish::Length,
+                });
+                waiting = queue.next();
+            }
+            if self.active() == 0 {
+                break;
+            }
+            for e in self.step()? {
+                let i = index[&e.id];
+                on_event(i, &e);
+                let out = outputs[i].as_mut().expect("started");
+                out.new_ids.push(e.token);
+                out.logprobs.push(e.logprob);
+                out.text.push_str(&e.text);
+                if let Some(f) = e.finish {
+                    out.finish = f;
+                }
+            }
+        }
+        Ok(outputs
+            .into_iter()
+            .map(|o| o.expect("every request ran"))
+            .collect())
+    }
+}
+
+/// Chooses a sequence's next token from its logits and updates it.
+fn advance(seq: &mut Sequence, seg: &Segment, logits: &[f32]) -> Result<Event> {
+    let choice = seq.sampler.choose(logits);
+    seq.cached = seg.pos + seg.len;
+    seq.tokens.push(choice.token);
+    seq.pending = vec![choice.token];
+    seq.generated += 1;
+    let params = seq.sampler.params();
+    let stop_token = params.stop_ids.contains(&choice.token);
+    let mut finish = None;
+    let mut text = String::new();
+    if stop_token {
+        finish = Some(Finish::Stop);
+    } else if let Some(stream) = seq.text.as_mut() {
+        let piece = stream.push(choice.token)?;
+        text = piece.text;
+        if piece.stopped {
+            finish = Some(Finish::Stop);
+        }
+    }
+    if finish.is_none() && seq.generated >= params.max_new_tokens {
+        finish = Some(Finish::Length);
+    }
+    if finish.is_some() {
+        if let Some(stream) = seq.text.take() {
+            if finish == Some(Finish::Length) || stop_token {
+                text.push_str(&stream.finish());
+            }
+        }
+    }
+    Ok(Event {
+        id: seq.id,
+        token: choice.token,
+        logprob: choice.logprob,
+        top_logprobs: choice.top_logprobs,
+        text,
+        finish,
+    })
+}

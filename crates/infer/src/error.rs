@@ -1,0 +1,31 @@
+//! What can go wrong in generation; every error names the value at fault.
+
+/// An error of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("{param} {message}")]
+    Param {
+        param: &'static str,
+        message: String,
+    },
+    #[error("token id {id} is outside the model's vocabulary of {vocab_size}")]
+    TokenOutOfRange { id: u32, vocab_size: usize },
+    #[error("the prompt is empty: give at least one token")]
+    EmptyPrompt,
+    #[error("the prompt has {len} tokens and the model's context holds {n_positions}: shorten it or ask for left truncation")]
+    PromptTooLong { len: usize, n_positions: usize },
+    #[error("every one of the {slots} batch slots is busy")]
+    Full { slots: usize },
+    #[error(
+        "the model's logits are not finite for sequence {id}: its weights or activations overflow"
+    )]
+    NonFinite { id: u64 },
+    #[error("{0}")]
+    Weights(String),
+    #[error(transparent)]
+    Model(#[from] llm_model::ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] llm_bpe::BpeError),
+}
+
+pub type Result<T> = std::result::Result<T, InferError>;

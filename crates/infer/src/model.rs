@@ -1,0 +1,355 @@
+//! GPT-2 laid out for generation: every projection as `[out, in]` (the layout decode's dot
+//! products stream), f32 or Q8_0, and a forward pass over [`Segment`]s of new tokens
+//! that reads and extends a [`SlotCache`].
+//!
+//! ```text
+//! ids ─▶ wte ─┐                            (only each segment's last token from here)
+//!             ├─▶ + ─▶ h[0] ─▶ … ─▶ h[n-1] ─▶ ln_f ─▶ · wteᵀ ─▶ logits [segments, vocab]
+//! pos ─▶ wpe ─┘
+//! h[i]: x + c_proj(attention over the cache(c_attn(ln_1(x)))), then x + mlp(ln_2(x))
+//! ```
+
+use std::sync::Arc;
+
+use burn::nn::LayerNorm;
+use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
+use llm_model::kernels::Q8_BLOCK;
+use llm_model::{gelu_tanh, Gpt, Gpt2Config, KernelBackend, Proj, Q8Matrix, Segment};
+
+use crate::cache::SlotCache;
+
+/// How weights are held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Quant {
+    /// f32, as trained.
+    #[default]
+    F32,
+    /// int8 Q8_0 (blocks of 32 along the reduction, one f32 scale each) for every
+    /// projection and `wte`; LayerNorms, biases and `wpe` stay f32.
+    Q8,
+}
+
+impl std::str::FromStr for Quant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" | "none" => Ok(Quant::F32),
+            "q8" | "q8_0" => Ok(Quant::Q8),
+            _ => Err(format!("unknown quantization {s:?}: expected f32 or q8")),
+        }
+    }
+}
+
+/// A weight matrix `[out, in]`.
+#[derive(Clone, Debug)]
+pub enum Weight<B: KernelBackend> {
+    F32(Tensor<B, 2>),
+    Q8(Arc<Q8Matrix>),
+}
+
+impl<B: KernelBackend> Weight<B> {
+    /// `w [out, in]` in f32, quantized if asked and its `in` is a multiple of 32.
+    pub fn new(w: Tensor<B, 2>, quant: Quant) -> Self {
+        let [n, k] = w.dims();
+        match quant {
+            Quant::Q8 if k.is_multiple_of(Q8_BLOCK) => {
+                let values: Vec<f32> = w.into_data().convert::<f32>().to_vec().unwrap();
+                Weight::Q8(Arc::new(Q8Matrix::quantize(&values, n, k)))
+            }
+            _ => Weight::F32(w),
+        }
+    }
+
+    /// `[out, in]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            Weight::F32(w) => w.dims(),
+            Weight::Q8(q) => [q.n, q.k],
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Weight::F32(w) => 4 * w.shape().num_elements(),
+            Weight::Q8(q) => q.bytes(),
+        }
+    }
+
+    /// `x [m, in] · wᵀ + bias`: `[m, out]`.
+    pub fn linear(&self, x: Tensor<B, 2>, bias: Option<&Tensor<B, 1>>) -> Tensor<B, 2> {
+        let x = x.into_primitive().tensor();
+        let bias = bias.map(|b| b.clone().into_primitive().tensor());
+        let y = match self {
+            Weight::F32(w) => B::linear_nt(x, w.clone().into_primitive().tensor(), bias),
+            Weight::Q8(q) => B::linear_q8(x, q, bias),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(y))
+    }
+
+    /// Rows `ids` (an embedding lookup): `[ids, in]`.
+    fn rows(&self, ids: &[u32], device: &B::Device) -> Tensor<B, 2> {
+        match self {
+            Weight::F32(w) => {
+                let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+                let n = ids.len();
+                w.clone().select(
+                    0,
+                    Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [n]), device),
+                )
+            }
+            Weight::Q8(q) => {
+                let mut out = vec![0f32; ids.len() * q.k];
+                for (row, &id) in out.chunks_mut(q.k).zip(ids) {
+                    q.dequantize_row_into(id as usize, row);
+                }
+                Tensor::from_data(TensorData::new(out, [ids.len(), q.k]), device)
+            }
+        }
+    }
+}
+
+/// A projection for generation: `y = x · Wᵀ + b`.
+#[derive(Clone, Debug)]
+pub struct Linear<B: KernelBackend> {
+    pub weight: Weight<B>,
+    pub bias: Option<Tensor<B, 1>>,
+}
+
+impl<B: KernelBackend> Linear<B> {
+    /// From a [`Proj`] (`[in, out]`, HF's `Conv1D`), transposed once to `[out, in]`.
+    fn from_proj(p: Proj<B>, quant: Quant) -> Self {
+        let w = p.weight.val();
+        let device = w.device();
+        let w_t = Tensor::from_data(w.transpose().into_data(), &device); // [out, in], contiguous
+        Linear {
+            weight: Weight::new(w_t, quant),
+            bias: p.bias.map(|b| b.val()),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.weight.linear(x, self.bias.as_ref())
+    }
+}
+
+/// One block, `h[i]`.
+#[derive(Clone, Debug)]
+pub struct InferBlock<B: KernelBackend> {
+    pub ln_1: LayerNorm<B>,
+    /// `[3·n_embd, n_embd]`.
+    pub c_attn: Linear<B>,
+    /// Attention's output projection.
+    pub c_proj: Linear<B>,
+    pub ln_2: LayerNorm<B>,
+    pub c_fc: Linear<B>,
+    /// The MLP's output projection.
+    pub mlp_c_proj: Linear<B>,
+}
+
+/// GPT-2 for generation.
+#[derive(Clone, Debug)]
+pub struct InferModel<B: KernelBackend> {
+    /// `[vocab, n_embd]`: the embedding, and the LM head when tied.
+    pub wte: Weight<B>,
+    /// `[n_positions, n_embd]`.
+    pub wpe: Tensor<B, 2>,
+    pub h: Vec<InferBlock<B>>,
+    pub ln_f: LayerNorm<B>,
+    /// An untied head `[vocab, n_embd]`.
+    pub lm_head: Option<Linear<B>>,
+    pub config: Gpt2Config,
+    pub quant: Quant,
+}
+
+impl<B: KernelBackend> InferModel<B> {
+    /// Takes a model's weights (LoRA adapters merged), transposing each projection once.
+    pub fn from_gpt(model: Gpt<B>, quant: Quant) -> Self {
+        let model = if model.has_lora() {
+            model.merge_lora()
+        } else {
+            model
+        };
+        let config = model.config.clone();
+        let h = model
+            .h
+            .into_iter()
+            .map(|b| InferBlock {
+                ln_1: b.ln_1,
+                c_attn: Linear::from_proj(b.attn.c_attn, quant),
+                c_proj: Linear::from_proj(b.attn.c_proj, quant),
+                ln_2: b.ln_2,
+                c_fc: Linear::from_proj(b.mlp.c_fc, quant),
+                mlp_c_proj: Linear::from_proj(b.mlp.c_proj, quant),
+            })
+            .collect();
+        InferModel {
+            wte: Weight::new(model.wte.weight.val(), quant),
+            wpe: model.wpe.weight.val(),
+            h,
+            ln_f: model.ln_f,
+            lm_head: model.lm_head.map(|p| Linear::from_proj(p, quant)),
+            config,
+            quant,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.wte.dims()[0]
+    }
+
+    pub fn n_positions(&self) -> usize {
+        self.wpe.dims()[0]
+    }
+
+    /// Bytes of weights held.
+    pub fn weight_bytes(&self) -> usize {
+        let ln = |_: &LayerNorm<B>| 2 * 4 * self.config.n_embd;
+        let lin = |l: &Linear<B>| l.weight.bytes() + l.bias.as_ref().map_or(0, |b| 4 * b.dims()[0]);
+        self.wte.bytes()
+            + 4 * self.wpe.shape().num_elements()
+            + ln(&self.ln_f)
+            + self.lm_head.as_ref().map_or(0, lin)
+            + self
+                .h
+                .iter()
+                .map(|b| {
+                    ln(&b.ln_1)
+                        + ln(&b.ln_2)
+                        + lin(&b.c_attn)
+                        + lin(&b.c_proj)
+                        + lin(&b.c_fc)
+                        + lin(&b.mlp_c_proj)
+                })
+                .sum::<usize>()
+    }
+
+    /// Runs the new tokens `ids` (the segments' tokens, one segment after another) through
+    /// the model, writing their keys and values into `cache`. Returns the logits of each
+    /// segment's last token, `[segments, vocab]`. Ids and positions must be in range.
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        segments: &[Segment],
+        cache: &mut SlotCache<B>,
+    ) -> Tensor<B, 2> {
+        let device = self.wpe.device();
+        let x = self.forward_hidden(ids, segments, cache); // [n, c]
+        let mut last = Vec::with_capacity(segments.len());
+        let mut end = 0;
+        for s in segments {
+            end += s.len;
+            last.push(end as i64 - 1);
+        }
+        let k = last.len();
+        let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [k]), &device);
+        self.head(x.select(0, last)) // [segments, vocab]
+    }
+
+    /// As [`InferModel::forward`], but the logits of every new token, `[ids, vocab]`
+    /// (to score a text).
+    pub fn forward_all(
+        &self,
+        ids: &[u32],
+        segments: &[Segment],
+        cache: &mut SlotCache<B>,
+    ) -> Tensor<B, 2> {
+        let x = self.forward_hidden(ids, segments, cache);
+        self.head(x)
+    }
+
+    /// `ln_f`, then the LM head: `[m, c]` to `[m, vocab]`.
+    fn head(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let x = self.ln_f.forward(x);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => self.wte.linear(x, None),
+        }
+    }
+
+    /// The blocks over the new tokens: `[n, c]` before `ln_f`.
+    fn forward_hidden(
+        &self,
+        ids: &[u32],
+        segments: &[Segment],
+        cache: &mut SlotCache<B>,
+    ) -> Tensor<B, 2> {
+        let device = self.wpe.device();
+        let positions: Vec<i64> = segments
+            .iter()
+            .flat_map(|s| (s.pos..s.pos + s.len).map(|p| p as i64))
+            .collect();
+        let n = positions.len();
+        let pos = Tensor::<B, 1, Int>::from_data(TensorData::new(positions, [n]), &device);
+        let mut x = self.wte.rows(ids, &device) + self.wpe.clone().select(0, pos); // [n, c]
+
+        for (i, block) in self.h.iter().enumerate() {
+            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone())); // [n, 3c]
+            let a = cache.attend(i, qkv, segments); // [n, c]
+            x = x + block.c_proj.forward(a);
+            let m = gelu_tanh(block.c_fc.forward(block.ln_2.forward(x.clone()))); // [n, 4c]
+            x = x + block.mlp_c_proj.forward(m); // [n, c]
+        }
+        x
+    }
+
+    /// Mean loss and perplexity on `ids` with sliding windows of `context` tokens every
+    /// `stride` (the method of [`llm_model::perplexity`]), through this layout's kernels:
+    /// the way to compare int8 weights with f32.
+    pub fn perplexity(
+        &self,
+        ids: &[u32],
+        context: usize,
+        stride: usize,
+    ) -> crate::Result<llm_model::Perplexity> {
+        let n_positions = self.n_positions();
+        if ids.len() < 2 || !(2..=n_positions).contains(&context) || stride == 0 || stride > context
+        {
+            return Err(crate::InferError::Param {
+                param: "context",
+                message: format!("needs at least 2 tokens, 2 ≤ context ≤ {n_positions} and 1 ≤ stride ≤ context; got {} tokens, context {context}, stride {stride}", ids.len()),
+            });
+        }
+        let vocab = self.vocab_size();
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(crate::InferError::TokenOutOfRange {
+                id,
+                vocab_size: vocab,
+            });
+        }
+        let mut cache = SlotCache::new(&self.config, 1, &self.wpe.device());
+        let all = llm_model::windows(ids.len(), context, stride);
+        let (mut nll, mut tokens) = (0f64, 0usize);
+        for w in &all {
+            let seg = [Segment {
+                slot: 0,
+                pos: 0,
+                len: w.end - w.begin,
+            }];
+            let logits = self.forward_all(&ids[w.begin..w.end], &seg, &mut cache);
+            let logits: Vec<f32> = logits.into_data().convert::<f32>().to_vec().expect("f32");
+            for (p, row) in (w.begin..w.end).zip(logits.chunks_exact(vocab)) {
+                if p + 1 < w.end && p + 1 >= w.score_from {
+                    nll += log_sum_exp(row) - row[ids[p + 1] as usize] as f64;
+                    tokens += 1;
+                }
+            }
+        }
+        let loss = nll / tokens as f64;
+        Ok(llm_model::Perplexity {
+            loss,
+            perplexity: loss.exp(),
+            tokens,
+            windows: all.len(),
+        })
+    }
+}
+
+fn log_sum_exp(row: &[f32]) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + row
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+}
