@@ -14,7 +14,7 @@
 //!     llm.c's format (u16 or u32 tokens) + `manifest.json` with checksums; parallel,
 //!     byte-identical on every run.
 //!   - [`ShardSet`] + [`TokenBatches`]: memory-mapped reading under a memory budget, random
-//!     windows (nanoGPT) or sequential (llm.c), resumable through [`SamplerState`].
+//!     windows (nanoGPT) or sequential (llm.c), resumable through [`BatchState`].
 //! - **Task datasets**
 //!   - [`instruct`]: Alpaca instructions, the prompt template, collate with −100 targets,
 //!     prompt masking, the seeded 85/5/10 split.
@@ -44,7 +44,7 @@ pub use prepare::{
     input_list, prepare, Manifest, PrepareConfig, PrepareReport, ShardEntry, SplitEntry,
     TokenizerEntry, DOC_SPLIT_MIN_DOCS,
 };
-pub use reader::{SamplerState, Sampling, ShardSet, TokenBatches, DEFAULT_MAX_MAPPED_BYTES};
+pub use reader::{BatchOrder, BatchState, ShardSet, TokenBatches, DEFAULT_MAX_MAPPED_BYTES};
 pub use split::{seeded_split, split_tokens};
 pub use stats::TokenStats;
 pub use window::{SlidingWindow, TokenPair};

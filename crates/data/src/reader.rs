@@ -1,7 +1,7 @@
 //! Reading prepared shards: memory-mapped, streaming across any number of shards with
 //! bounded memory, and resumable.
 //!
-//! Two samplers give `[batch, seq]` inputs and next-token targets:
+//! Two batch orders give `[batch, seq]` inputs and next-token targets:
 //! - **random windows**, like nanoGPT's `get_batch`: each row starts at a random position of
 //!   a random shard (weighted by its size);
 //! - **sequential**, like llm.c's loader: rows are consecutive chunks, shard after shard,
@@ -9,7 +9,7 @@
 //!
 //! Memory is bounded by construction: at most `max_mapped_bytes` of shards are mapped at
 //! once (least recently used ones are unmapped), so the resident set is at most that much
-//! shard data whatever the corpus size. The sampler's [`SamplerState`] (shard, offset,
+//! shard data whatever the corpus size. The reader's [`BatchState`] (shard, offset,
 //! epoch, RNG) serialises with serde: a run resumed from a checkpoint gets exactly the
 //! batches it would have got.
 
@@ -156,15 +156,17 @@ impl ShardSet {
 /// How rows are drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Sampling {
+pub enum BatchOrder {
     Random,
     Sequential,
 }
 
 /// Everything needed to resume a [`TokenBatches`] exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SamplerState {
-    pub sampling: Sampling,
+pub struct BatchState {
+    /// `sampling` in checkpoints written before the rename.
+    #[serde(alias = "sampling")]
+    pub order: BatchOrder,
     pub batch_size: usize,
     pub seq_len: usize,
     /// Sequential: the shard and token offset of the next row.
@@ -178,7 +180,7 @@ pub struct SamplerState {
 /// Batches of `[batch_size, seq_len]` next-token pairs from a [`ShardSet`].
 pub struct TokenBatches {
     set: ShardSet,
-    state: SamplerState,
+    state: BatchState,
     /// Tokens per shard.
     lens: Vec<usize>,
     /// Per shard, the number of valid row starts (random sampling), cumulated.
@@ -188,23 +190,23 @@ pub struct TokenBatches {
 impl TokenBatches {
     /// Random windows (nanoGPT's `get_batch`), seeded.
     pub fn random(set: ShardSet, batch_size: usize, seq_len: usize, seed: u64) -> Result<Self> {
-        Self::new(set, Sampling::Random, batch_size, seq_len, seed)
+        Self::new(set, BatchOrder::Random, batch_size, seq_len, seed)
     }
 
     /// Consecutive rows through every shard in order, wrapping around.
     pub fn sequential(set: ShardSet, batch_size: usize, seq_len: usize, seed: u64) -> Result<Self> {
-        Self::new(set, Sampling::Sequential, batch_size, seq_len, seed)
+        Self::new(set, BatchOrder::Sequential, batch_size, seq_len, seed)
     }
 
     fn new(
         set: ShardSet,
-        sampling: Sampling,
+        order: BatchOrder,
         batch_size: usize,
         seq_len: usize,
         seed: u64,
     ) -> Result<Self> {
-        let state = SamplerState {
-            sampling,
+        let state = BatchState {
+            order,
             batch_size,
             seq_len,
             shard: 0,
@@ -216,7 +218,7 @@ impl TokenBatches {
     }
 
     /// Resumes from a saved state.
-    pub fn restore(set: ShardSet, state: SamplerState) -> Result<Self> {
+    pub fn restore(set: ShardSet, state: BatchState) -> Result<Self> {
         if state.batch_size == 0 || state.seq_len == 0 {
             return Err(DataError::Invalid(
                 "batch_size and seq_len must be positive".into(),
@@ -254,7 +256,7 @@ impl TokenBatches {
     }
 
     /// The state to save with a checkpoint.
-    pub fn state(&self) -> &SamplerState {
+    pub fn state(&self) -> &BatchState {
         &self.state
     }
 
@@ -292,8 +294,8 @@ impl TokenBatches {
 
     fn next_row_start(&mut self) -> (usize, usize) {
         let t = self.state.seq_len;
-        match self.state.sampling {
-            Sampling::Random => {
+        match self.state.order {
+            BatchOrder::Random => {
                 let total = *self.starts_cumsum.last().expect("at least one shard");
                 let r = self.state.rng.random_range(0..total);
                 let shard = self.starts_cumsum.partition_point(|&c| c <= r);
@@ -304,7 +306,7 @@ impl TokenBatches {
                 };
                 (shard, (r - before) as usize)
             }
-            Sampling::Sequential => {
+            BatchOrder::Sequential => {
                 let lens = &self.lens;
                 // Skip to a shard with room for a whole row, wrapping at the end.
                 while self.state.offset + t + 1 > lens[self.state.shard] {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use llm_bpe::Gpt2Tokenizer;
 use llm_data::shard::{encode_shard, Shard, TokenType};
-use llm_data::{prepare, DataError, Manifest, PrepareConfig, SamplerState, ShardSet, TokenBatches};
+use llm_data::{prepare, BatchState, DataError, Manifest, PrepareConfig, ShardSet, TokenBatches};
 
 fn run_prepare(
     inputs: &[PathBuf],
@@ -162,7 +162,7 @@ fn random_and_sequential_batches_resume_exactly() {
         }
         let saved = serde_json::to_string(tb.state()).unwrap();
         drop(tb);
-        let state: SamplerState = serde_json::from_str(&saved).unwrap();
+        let state: BatchState = serde_json::from_str(&saved).unwrap();
         let mut resumed =
             TokenBatches::restore(ShardSet::open(dir.path(), "train").unwrap(), state).unwrap();
         let rest: Vec<_> = (17..40).map(|_| resumed.next_rows().unwrap()).collect();

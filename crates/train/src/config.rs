@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use llm_data::Sampling;
+use llm_data::BatchOrder;
 use llm_model::Gpt2Config;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -101,8 +101,9 @@ pub struct DataConfig {
     pub tokenizer: String,
     pub val_fraction: f64,
     pub text_field: String,
-    /// `random` windows (nanoGPT) or `sequential` (llm.c).
-    pub sampling: Sampling,
+    /// `random` windows (nanoGPT) or `sequential` (llm.c); `sampling` in older recipes.
+    #[serde(alias = "sampling")]
+    pub batch_order: BatchOrder,
     /// Tokens per training row; defaults to the model's context.
     pub seq_len: Option<usize>,
 }
@@ -115,7 +116,7 @@ impl Default for DataConfig {
             tokenizer: "gpt2".into(),
             val_fraction: 0.1,
             text_field: "text".into(),
-            sampling: Sampling::Random,
+            batch_order: BatchOrder::Random,
             seq_len: None,
         }
     }

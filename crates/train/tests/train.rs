@@ -176,7 +176,7 @@ fn weight_decay_skips_biases_and_layernorms() {
 fn tiny_config(name: &str, max_steps: usize) -> TrainConfig {
     TrainConfig::from_value(json!({
         "model": {"preset": "tiny", "n_positions": 32, "dropout": 0.1},
-        "data": {"inputs": [repo().join("assets/data/the-verdict.txt")], "sampling": "random"},
+        "data": {"inputs": [repo().join("assets/data/the-verdict.txt")], "batch_order": "random"},
         "optimizer": {"lr": 3e-3},
         "schedule": {"max_steps": max_steps, "warmup_steps": 2, "min_lr": 3e-4},
         "run": {

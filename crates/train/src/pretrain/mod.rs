@@ -5,7 +5,7 @@
 //! ([`train_task`](crate::train_task)).
 
 use burn::tensor::Tensor;
-use llm_data::{NextTokenBatch, Sampling, ShardSet, TokenBatches};
+use llm_data::{BatchOrder, NextTokenBatch, ShardSet, TokenBatches};
 use llm_model::{lm_cross_entropy, Checkpoint, Gpt, Gpt2Config, KernelAutodiff};
 use serde_json::Value;
 
@@ -92,9 +92,9 @@ impl Pretrain {
 
     fn fresh_batches(&self, train_set: ShardSet) -> Result<TokenBatches> {
         let (r, t) = (&self.config.run, self.plan.seq_len);
-        Ok(match self.config.data.sampling {
-            Sampling::Random => TokenBatches::random(train_set, r.batch_size, t, r.seed)?,
-            Sampling::Sequential => TokenBatches::sequential(train_set, r.batch_size, t, r.seed)?,
+        Ok(match self.config.data.batch_order {
+            BatchOrder::Random => TokenBatches::random(train_set, r.batch_size, t, r.seed)?,
+            BatchOrder::Sequential => TokenBatches::sequential(train_set, r.batch_size, t, r.seed)?,
         })
     }
 
@@ -178,7 +178,7 @@ impl<B: KernelAutodiff> Task<B> for Pretrain {
     }
 
     fn restore_position(&mut self, position: Value) -> Result<()> {
-        let state: llm_data::SamplerState = serde_json::from_value(position)
+        let state: llm_data::BatchState = serde_json::from_value(position)
             .map_err(|e| TrainError::Checkpoint(format!("bad data position: {e}")))?;
         let (b, t) = (state.batch_size, state.seq_len);
         let (want_b, want_t) = (self.config.run.batch_size, self.plan.seq_len);

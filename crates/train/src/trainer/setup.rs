@@ -28,7 +28,8 @@ pub(super) struct RunState {
     pub(super) task: String,
     /// The tokenizer, as `--tokenizer` takes it (`generate` reads this).
     pub(super) tokenizer: String,
-    /// Where the stream of training batches is ([`Task::position`]).
+    /// Where the stream of training batches is ([`Task::position`]); `sampler` in
+    /// checkpoints written before the rename.
     #[serde(alias = "sampler")]
     pub(super) data_position: Value,
     pub(super) best_val_loss: Option<f64>,
