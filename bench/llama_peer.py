@@ -22,6 +22,7 @@ import os
 import resource
 import statistics
 import struct
+import subprocess
 import sys
 import time
 
@@ -241,9 +242,18 @@ def main():
     ap.add_argument("--decode-prompt-len", type=int, default=32)
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--convert-only", action="store_true", help="write the GGUF and exit")
     args = ap.parse_args()
 
-    convert(args.hf_dir, args.vocab_dir, args.quant, args.gguf)
+    if args.convert_only:
+        convert(args.hf_dir, args.vocab_dir, args.quant, args.gguf)
+        return
+    # Converted in a child process, so that this process's peak RSS is llama.cpp's alone.
+    subprocess.run(
+        [sys.executable, __file__, "--convert-only", "--hf-dir", args.hf_dir,
+         "--vocab-dir", args.vocab_dir, "--quant", args.quant, "--gguf", args.gguf],
+        check=True,
+    )
     import llama_cpp
 
     llm = Llama(args.gguf, args.threads)

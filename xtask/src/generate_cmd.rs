@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use llm_infer::{
-    quantized, Engine, Event, Finish, InferModel, Output, Quant, Request, SamplingParams,
+    quantized, Engine, Event, Finish, InferModel, KvDtype, Output, Quant, Request, SamplingParams,
 };
 use llm_model::backend::{run_on, BackendTask};
 use llm_model::pretrained::{self, ModelSource};
@@ -81,6 +81,9 @@ pub struct GenerateArgs {
     /// others finish.
     #[arg(long, default_value_t = 8, value_parser = positive, allow_negative_numbers = true)]
     batch_size: usize,
+    /// How the KV cache stores keys and values: `f32`, or `f16` (half the memory).
+    #[arg(long, default_value = "f32")]
+    kv_cache: KvDtype,
     /// Print one JSON line per prompt, in input order:
     /// `{"ids": [prompt + new], "new_ids": [...], "text": "...", "finish_reason": "stop"|"length"}`.
     #[arg(long)]
@@ -209,7 +212,8 @@ impl BackendTask for GenerateTask<'_> {
             note_context(&which, p.len(), self.args.max_new_tokens, n_positions);
         }
         let slots = self.args.batch_size.min(self.prompts.len());
-        let mut engine = Engine::new(model, Some(tok.clone()), slots, &device);
+        let mut engine =
+            Engine::with_kv(model, Some(tok.clone()), slots, self.args.kv_cache, &device)?;
         let params = self.args.params(tok.eot_id());
         let requests = (self.prompts.iter())
             .map(|p| Request {

@@ -81,7 +81,10 @@ fn main() -> ExitCode {
         Command::Prepare(args) => data_cmd::prepare(args),
         Command::DataStats(args) => data_cmd::stats(args),
         Command::Download(args) => model_cmd::download(args),
-        Command::Generate(args) => generate_cmd::generate(args),
+        Command::Generate(args) => {
+            llm_model::alloc::commit_lazily();
+            generate_cmd::generate(args)
+        }
         Command::Quantize(args) => generate_cmd::quantize(args),
         Command::Eval(args) => model_cmd::eval(args),
         Command::Export(args) => model_cmd::export(args),

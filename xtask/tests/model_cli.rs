@@ -335,6 +335,14 @@ fn generate_runs_several_prompts_in_one_batch() {
         "1",
     ]);
     assert_eq!(one, batch);
+    // An f16 KV cache keeps these greedy continuations.
+    let f16 = gen(&[
+        "--prompts-file",
+        file.to_str().unwrap(),
+        "--kv-cache",
+        "f16",
+    ]);
+    assert_eq!(f16, batch);
     // A stop string ends the text before it.
     let stopped = gen(&["--prompt-ids", "6109,3626,6100,345", "--stop", "defective"]);
     let text = stopped[0]["text"].as_str().unwrap();

@@ -10,7 +10,8 @@
 //! - time to first token for a 512-token prompt (median of 3);
 //! - decode tok/s at batch 1: 128 new tokens after a 32-token prompt (median of 3);
 //! - aggregate decode tok/s at batch 8 (8 prompts of 32 tokens, 128 new tokens each);
-//! - peak RSS after the batch-1 work, and after batch 8 (its cache adds 8 slots);
+//! - peak RSS after the batch-1 work, and after batch 8 (its cache adds 8 slots); the KV
+//!   cache is f16 on both sides (llama.cpp's default) and holds the full 1024 positions;
 //! - a memory-bandwidth probe, to say how close decode is to bandwidth ÷ bytes per token;
 //! - where a decode step's time goes.
 
@@ -20,7 +21,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use llm_infer::{Engine, InferModel, Quant, Request, SamplingParams, SlotCache};
+use llm_infer::{Engine, InferModel, KvDtype, Quant, Request, SamplingParams, SlotCache};
 use llm_model::backend::DefaultBackend;
 use llm_model::pretrained::{self, ModelSource};
 use llm_model::{Gpt, Gpt2Config, Segment};
@@ -35,6 +36,8 @@ const TTFT_PROMPT: usize = 512;
 const DECODE_PROMPT: usize = 32;
 const NEW: usize = 128;
 const BATCH: usize = 8;
+/// The KV cache in f16 on both sides (llama.cpp's default).
+const KV: KvDtype = KvDtype::F16;
 
 /// The bench's deterministic prompt (the same formula as `bench/llama_peer.py`).
 fn prompt(n: usize, salt: usize) -> Vec<u32> {
@@ -117,21 +120,23 @@ fn time(mut f: impl FnMut()) -> f64 {
     )
 }
 
-/// Where one batch-1 decode step goes: each part timed alone at the step's shapes.
+/// Where one batch-1 decode step goes. The parts are timed at the step's shapes, in the
+/// step's order (every layer's weights once, so that none is still in cache).
 fn profile(model: &InferModel<B>, step_s: f64, device: &burn::tensor::Device<B>) -> Value {
     let c = model.config.n_embd;
     let x = Tensor::<B, 2>::ones([1, c], device);
     let x4 = Tensor::<B, 2>::ones([1, model.config.inner_dim()], device);
     let sync = |t: Tensor<B, 2>| B::sync(&t.device()).unwrap();
-    let mut blocks = 0.0;
-    for b in &model.h {
-        blocks += time(|| sync(b.c_attn.forward(x.clone())));
-        blocks += time(|| sync(b.c_proj.forward(x.clone())));
-        blocks += time(|| sync(b.c_fc.forward(x.clone())));
-        blocks += time(|| sync(b.mlp_c_proj.forward(x4.clone())));
-    }
+    let blocks = time(|| {
+        for b in &model.h {
+            sync(b.c_attn.forward(x.clone()));
+            sync(b.c_proj.forward(x.clone()));
+            sync(b.c_fc.forward(x.clone()));
+            sync(b.mlp_c_proj.forward(x4.clone()));
+        }
+    });
     let head = time(|| sync(model.wte.linear(x.clone(), None)));
-    let mut cache = SlotCache::<B>::new(&model.config, 1, device);
+    let mut cache = SlotCache::<B>::with_dtype(&model.config, 1, KV, device).unwrap();
     let qkv = Tensor::<B, 2>::ones([1, 3 * c], device);
     let seg = [Segment {
         slot: 0,
@@ -150,6 +155,27 @@ fn profile(model: &InferModel<B>, step_s: f64, device: &burn::tensor::Device<B>)
     })
 }
 
+/// One MLP up-projection at batch 1 (`[1, 768] · [768, 3072]`), three ways: Burn's own
+/// quantized tensors (Q8S, blocks of 32), Burn's f32 matmul, and this crate's kernels.
+/// Burn dequantizes a quantized tensor to f32 for every matmul, so it cannot be faster.
+fn burn_quantized(model: &InferModel<B>, device: &burn::tensor::Device<B>) -> Value {
+    use burn::tensor::quantization::{BlockSize, QuantLevel, QuantScheme, QuantValue};
+    let [n, k] = model.h[0].c_fc.weight.dims();
+    let x = Tensor::<B, 2>::ones([1, k], device);
+    let w = Tensor::<B, 2>::random([k, n], burn::tensor::Distribution::Default, device);
+    let scheme = QuantScheme::default()
+        .with_value(QuantValue::Q8S)
+        .with_level(QuantLevel::Block(BlockSize::new([32])));
+    let wq = w.clone().quantize_dynamic(&scheme);
+    let sync = |t: Tensor<B, 2>| B::sync(&t.device()).unwrap();
+    let ms = |f: &mut dyn FnMut()| 1e3 * time(f);
+    json!({
+        "burn_q8s_matmul_ms": ms(&mut || sync(x.clone().matmul(wq.clone()))),
+        "burn_f32_matmul_ms": ms(&mut || sync(x.clone().matmul(w.clone()))),
+        "ours_ms": ms(&mut || sync(model.h[0].c_fc.forward(x.clone()))),
+    })
+}
+
 fn run_case(dir: &Path, quant: Quant) -> Value {
     let device = Default::default();
     let start = Instant::now();
@@ -159,7 +185,7 @@ fn run_case(dir: &Path, quant: Quant) -> Value {
     let weight_mb = model.weight_bytes() as f64 / (1 << 20) as f64;
     let rss_loaded = rss_mb("VmHWM:");
     let wpe_bytes = 4 * model.wpe.shape().num_elements();
-    let mut engine = Engine::new(model, None, 1, &device);
+    let mut engine = Engine::with_kv(model, None, 1, KV, &device).unwrap();
     let cache_mb = engine.cache().bytes() as f64 / (1 << 20) as f64;
     let ttft_s = ttft(&mut engine);
     let rates: Vec<(f64, Vec<f64>)> = (0..3).map(|r| decode(&mut engine, 1, 100 * r)).collect();
@@ -167,9 +193,10 @@ fn run_case(dir: &Path, quant: Quant) -> Value {
     let decode_tok_s = median(rates.iter().map(|r| r.0).collect());
     let peak_batch1 = rss_mb("VmHWM:");
     let profile = profile(engine.model(), 1.0 / decode_tok_s, &device);
+    let burn_quantized = burn_quantized(engine.model(), &device);
     let model = engine.model().clone();
     drop(engine);
-    let mut engine = Engine::new(model, None, BATCH, &device);
+    let mut engine = Engine::with_kv(model, None, BATCH, KV, &device).unwrap();
     let (batch_tok_s, _) = decode(&mut engine, BATCH, 1000);
     json!({
         "quant": format!("{quant:?}").to_lowercase(),
@@ -185,6 +212,7 @@ fn run_case(dir: &Path, quant: Quant) -> Value {
         "peak_rss_batch_mb": rss_mb("VmHWM:"),
         "rss_first_last_step_mb": [rss_steps[0], rss_steps[rss_steps.len() - 1]],
         "profile": profile,
+        "burn_quantized": burn_quantized,
     })
 }
 
@@ -301,6 +329,7 @@ fn row(name: &str, ours: f64, theirs: Option<f64>, fmt: impl Fn(f64) -> String, 
 
 fn main() {
     llm_model::alloc::keep_freed_memory();
+    llm_model::alloc::commit_lazily();
     let args: Vec<String> = std::env::args().collect();
     let arg = |flag: &str| {
         let i = args.iter().position(|a| a == flag)?;
@@ -309,6 +338,10 @@ fn main() {
     if let (Some(quant), Some(dir)) = (arg("--case"), arg("--dir")) {
         let quant: Quant = quant.parse().unwrap();
         println!("{}", run_case(Path::new(&dir), quant));
+        return;
+    }
+    if let Some(dir) = arg("--write-model") {
+        write_model(Path::new(&dir)); // to profile one case alone: `--case f32 --dir DIR`
         return;
     }
     let no_peer = args.iter().any(|a| a == "--no-peer");
@@ -391,6 +424,10 @@ fn main() {
             100.0 * get(o, "decode_tok_s") / bound
         );
         println!("{:<28} decode step profile: {}", "", o["profile"]);
+        println!(
+            "{:<28} one [1, 768]·[768, 3072] matmul, ms: {}",
+            "", o["burn_quantized"]
+        );
         if let Some(t) = t {
             println!("{:<28} peer: {} ({})", "", t["peer"], t["system_info"]);
         }

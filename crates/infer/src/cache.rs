@@ -1,9 +1,47 @@
 //! The KV cache of a running batch: for each layer, keys and values of every slot,
-//! `[slots, n_head, capacity, head_dim]`, allocated once. Each step writes its new
-//! positions in place; nothing grows, so its memory is known up front ([`SlotCache::bytes`]).
+//! `[slots, n_head, capacity, head_dim]`, allocated once, in f32 or f16 ([`KvDtype`]).
+//! Each step writes its new positions in place; nothing grows, so its memory is known up
+//! front ([`SlotCache::bytes`]).
 
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 use llm_model::{Gpt2Config, KernelBackend, Segment};
+
+/// How the cache stores keys and values. Attention itself runs in f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvDtype {
+    #[default]
+    F32,
+    /// Half the memory (llama.cpp's default); keys and values rounded to f16.
+    F16,
+}
+
+impl KvDtype {
+    fn dtype(self) -> DType {
+        match self {
+            KvDtype::F32 => DType::F32,
+            KvDtype::F16 => DType::F16,
+        }
+    }
+
+    /// Bytes per stored value.
+    pub fn size(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::F16 => 2,
+        }
+    }
+}
+
+impl std::str::FromStr for KvDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(KvDtype::F32),
+            "f16" => Ok(KvDtype::F16),
+            _ => Err(format!("unknown KV cache type {s:?}: expected f32 or f16")),
+        }
+    }
+}
 
 /// Keys and values for `slots` sequences of at most `capacity` positions each.
 #[derive(Debug)]
@@ -12,24 +50,49 @@ pub struct SlotCache<B: KernelBackend> {
     layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
     slots: usize,
     capacity: usize,
+    kv: KvDtype,
     bytes: usize,
 }
 
 impl<B: KernelBackend> SlotCache<B> {
-    /// Zeroed keys and values for `slots` sequences of `config.n_positions` positions.
+    /// Zeroed f32 keys and values for `slots` sequences of `config.n_positions` positions.
     pub fn new(config: &Gpt2Config, slots: usize, device: &B::Device) -> Self {
+        Self::with_dtype(config, slots, KvDtype::F32, device).expect("every backend has f32")
+    }
+
+    /// As [`SlotCache::new`], stored as `kv`; an error if the backend cannot store it
+    /// (NdArray has no f16).
+    pub fn with_dtype(
+        config: &Gpt2Config,
+        slots: usize,
+        kv: KvDtype,
+        device: &B::Device,
+    ) -> crate::Result<Self> {
+        if !B::supports_dtype(device, kv.dtype()) {
+            return Err(crate::InferError::Param {
+                param: "kv_cache",
+                message: format!("{kv:?}: this backend cannot store {:?} tensors", kv.dtype()),
+            });
+        }
         let (h, cap) = (config.n_head, config.n_positions);
         let d = config.n_embd / h;
         let shape = [slots, h, cap, d];
+        let zeros = || Tensor::<B, 4>::zeros(shape, (device, kv.dtype()));
         let layers = (0..config.n_layer)
-            .map(|_| Some((Tensor::zeros(shape, device), Tensor::zeros(shape, device))))
+            .map(|_| Some((zeros(), zeros())))
             .collect();
-        SlotCache {
+        Ok(SlotCache {
             layers,
             slots,
             capacity: cap,
-            bytes: 2 * config.n_layer * slots * cap * h * d * 4,
-        }
+            kv,
+            bytes: 2 * config.n_layer * slots * cap * h * d * kv.size(),
+        })
+    }
+
+    /// How keys and values are stored.
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.kv
     }
 
     pub fn slots(&self) -> usize {
@@ -41,7 +104,7 @@ impl<B: KernelBackend> SlotCache<B> {
         self.capacity
     }
 
-    /// Bytes held by keys and values (f32).
+    /// Bytes held by keys and values.
     pub fn bytes(&self) -> usize {
         self.bytes
     }

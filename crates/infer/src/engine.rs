@@ -17,7 +17,7 @@ use std::sync::Arc;
 use llm_bpe::Gpt2Tokenizer;
 use llm_model::{KernelBackend, Segment};
 
-use crate::cache::SlotCache;
+use crate::cache::{KvDtype, SlotCache};
 use crate::error::{InferError, Result};
 use crate::model::InferModel;
 use crate::sampling::{SamplingParams, TokenSampler};
@@ -98,15 +98,27 @@ impl<B: KernelBackend> Engine<B> {
         slots: usize,
         device: &B::Device,
     ) -> Self {
+        Self::with_kv(model, tokenizer, slots, KvDtype::F32, device).expect("an f32 cache")
+    }
+
+    /// As [`Engine::new`], with the KV cache stored as `kv` (an error if the backend
+    /// cannot store it).
+    pub fn with_kv(
+        model: InferModel<B>,
+        tokenizer: Option<Arc<Gpt2Tokenizer>>,
+        slots: usize,
+        kv: KvDtype,
+        device: &B::Device,
+    ) -> Result<Self> {
         let slots = slots.max(1);
-        let cache = SlotCache::new(&model.config, slots, device);
-        Engine {
+        let cache = SlotCache::with_dtype(&model.config, slots, kv, device)?;
+        Ok(Engine {
             model,
             tokenizer,
             cache,
             slots: (0..slots).map(|_| None).collect(),
             next_id: 0,
-        }
+        })
     }
 
     pub fn model(&self) -> &InferModel<B> {

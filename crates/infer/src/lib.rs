@@ -5,7 +5,7 @@
 //! - [`InferModel`]: the weights laid out for generation (`[out, in]` projections), in f32
 //!   or int8 Q8_0 ([`Quant`]), built from an [`llm_model::Gpt`].
 //! - [`SlotCache`]: the KV cache, `[slots, n_head, n_positions, head_dim]` per layer,
-//!   allocated once and written in place.
+//!   allocated once and written in place, in f32 or f16 ([`KvDtype`]).
 //! - [`Engine`]: continuous batching over the slots ([`Engine::add`], [`Engine::step`],
 //!   [`Engine::cancel`]); [`Engine::generate`] runs a list of requests to the end.
 //! - [`TokenSampler`] and [`SamplingParams`]: token sampling (greedy, temperature, top-k,
@@ -26,7 +26,7 @@ pub mod quantized;
 mod sampling;
 mod text;
 
-pub use cache::SlotCache;
+pub use cache::{KvDtype, SlotCache};
 pub use engine::{Engine, Event, Finish, Output, Request, SeqId};
 pub use error::{InferError, Result};
 pub use model::{InferBlock, InferModel, Linear, Quant, Weight};

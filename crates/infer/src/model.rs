@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use burn::nn::LayerNorm;
 use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
-use llm_model::kernels::Q8_BLOCK;
+use llm_model::kernels::{simd, Q8_BLOCK};
 use llm_model::{gelu_tanh, Gpt, Gpt2Config, KernelBackend, Proj, Q8Matrix, Segment};
 
 use crate::cache::SlotCache;
@@ -330,7 +330,7 @@ impl<B: KernelBackend> InferModel<B> {
             let logits: Vec<f32> = logits.into_data().convert::<f32>().to_vec().expect("f32");
             for (p, row) in (w.begin..w.end).zip(logits.chunks_exact(vocab)) {
                 if p + 1 < w.end && p + 1 >= w.score_from {
-                    nll += log_sum_exp(row) - row[ids[p + 1] as usize] as f64;
+                    nll += simd::log_sum_exp(row) - row[ids[p + 1] as usize] as f64;
                     tokens += 1;
                 }
             }
@@ -343,13 +343,4 @@ impl<B: KernelBackend> InferModel<B> {
             windows: all.len(),
         })
     }
-}
-
-fn log_sum_exp(row: &[f32]) -> f64 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    max + row
-        .iter()
-        .map(|&l| (l as f64 - max).exp())
-        .sum::<f64>()
-        .ln()
 }

@@ -264,9 +264,7 @@ pub fn argmax(values: &[f32]) -> u32 {
 }
 
 fn log_sum_exp(logits: &[f32]) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    max + sum.ln() as f32
+    llm_model::kernels::simd::log_sum_exp(logits) as f32
 }
 
 /// The `n` largest, best first (ties by lower id).

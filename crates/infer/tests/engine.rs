@@ -1,6 +1,7 @@
 //! The engine against the fixture's reference generations (transformers' greedy
 //! `generate`; see `crates/model/tests/fixtures/tiny-gpt2/README.md`), alone, in
-//! one batch, joining a running batch, on Flex's kernels and on NdArray's plain Burn ops.
+//! one batch, joining a running batch, on Flex's kernels and on NdArray's plain Burn ops
+//! (and on wgpu with `--features wgpu`: CI runs it on lavapipe).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use burn::backend::{Flex, NdArray};
 use llm_bpe::Gpt2Tokenizer;
 use llm_infer::{
-    Engine, Finish, InferError, InferModel, Quant, Request, SamplingParams, SlotCache,
+    Engine, Finish, InferError, InferModel, KvDtype, Quant, Request, SamplingParams, SlotCache,
 };
 use llm_model::{pretrained, KernelBackend, Segment};
 use serde_json::Value;
@@ -100,6 +101,38 @@ fn greedy_matches_transformers_alone_and_in_a_batch_on_flex() {
 #[test]
 fn greedy_matches_transformers_alone_and_in_a_batch_on_ndarray_default_ops() {
     greedy_matches_alone_and_batched::<NdArray>();
+}
+
+/// The default ops on a GPU backend (CI: lavapipe, software Vulkan).
+#[cfg(feature = "wgpu")]
+#[test]
+fn greedy_matches_transformers_alone_and_in_a_batch_on_wgpu() {
+    greedy_matches_alone_and_batched::<burn::backend::Wgpu>();
+}
+
+/// An f16 cache halves the cache's memory and keeps greedy output (attention runs in f32).
+#[test]
+fn an_f16_cache_keeps_greedy_output() {
+    let tok = Some(Arc::new(Gpt2Tokenizer::gpt2()));
+    let device = Default::default();
+    let mut e =
+        Engine::<Flex>::with_kv(model(Quant::F32), tok.clone(), 3, KvDtype::F16, &device).unwrap();
+    let f32_bytes = SlotCache::<Flex>::new(&e.model().config, 3, &device).bytes();
+    assert_eq!(2 * e.cache().bytes(), f32_bytes);
+    let requests = cases()
+        .into_iter()
+        .map(|(p, w)| greedy(p, w.len()))
+        .collect();
+    let out = e.generate(requests).unwrap();
+    for (o, (_, want)) in out.iter().zip(cases()) {
+        assert_eq!(o.new_ids, want, "f16 cache");
+    }
+    // NdArray stores no f16: a named error, not a panic.
+    let err =
+        Engine::<NdArray>::with_kv(model(Quant::F32), tok, 1, KvDtype::F16, &Default::default())
+            .err()
+            .unwrap();
+    assert!(err.to_string().starts_with("kv_cache F16"), "{err}");
 }
 
 #[test]

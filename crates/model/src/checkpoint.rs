@@ -250,7 +250,7 @@ impl Checkpoint {
 
     /// Rebuilds the model on `device`.
     pub fn model<B: Backend>(&self, device: &B::Device) -> Result<Gpt<B>> {
-        self.load_into(self.config.init::<B>(device)?, device)
+        self.load_into(self.config.init_for_load::<B>(device)?, device)
     }
 
     /// Loads the `model` section into `model`, a GPT of this checkpoint's shape (carrying

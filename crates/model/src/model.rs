@@ -9,7 +9,7 @@
 //! mlp:   c_fc ─▶ GELU (tanh) ─▶ c_proj ─▶ dropout
 //! ```
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
@@ -109,25 +109,59 @@ pub struct ForwardOptions {
     pub last_only: bool,
 }
 
-fn normal<B: Backend, const D: usize>(
-    shape: [usize; D],
-    std: f64,
-    device: &B::Device,
-) -> Param<Tensor<B, D>> {
-    // Drawn now, not lazily at first use (Burn's `Initializer` is lazy), so the weights
-    // depend only on the RNG state at `init`: `B::seed(..); config.init(..)` is reproducible
-    // whatever runs in between.
-    Param::from_tensor(Tensor::random(
-        shape,
-        Distribution::Normal(0.0, std),
-        device,
-    ))
+/// How a freshly built model's weights are filled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// Drawn now, not lazily at first use (Burn's `Initializer` is lazy), so the weights
+    /// depend only on the RNG state at `init`: `B::seed(..); config.init(..)` is
+    /// reproducible whatever runs in between.
+    Random,
+    /// Never drawn: placeholders (zeros if read) for a loader to replace, so loading a
+    /// model neither spends time on random numbers nor holds a second copy of the weights.
+    Lazy,
+}
+
+impl Fill {
+    /// A `shape` parameter N(0, std) or, lazily, a placeholder.
+    pub(crate) fn normal<B: Backend, const D: usize>(
+        self,
+        shape: [usize; D],
+        std: f64,
+        device: &B::Device,
+    ) -> Param<Tensor<B, D>> {
+        match self {
+            Fill::Random => Param::from_tensor(Tensor::random(
+                shape,
+                Distribution::Normal(0.0, std),
+                device,
+            )),
+            Fill::Lazy => Param::uninitialized(
+                ParamId::new(),
+                move |device, require_grad| {
+                    Tensor::zeros(shape, device).set_require_grad(require_grad)
+                },
+                device.clone(),
+                true,
+                shape.into(),
+            ),
+        }
+    }
 }
 
 impl Gpt2Config {
     /// A GPT-2 with GPT-2's initialisation: weights and embeddings N(0, 0.02), the two
     /// residual projections of each block N(0, 0.02/√(2·n_layer)), biases 0, LayerNorms 1/0.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Gpt<B>> {
+        self.build(Fill::Random, device)
+    }
+
+    /// A GPT-2 of this shape whose weights are placeholders, never drawn: what a loader
+    /// fills (the weights are only materialised, as zeros, if read before being replaced).
+    pub fn init_for_load<B: Backend>(&self, device: &B::Device) -> Result<Gpt<B>> {
+        self.build(Fill::Lazy, device)
+    }
+
+    fn build<B: Backend>(&self, fill: Fill, device: &B::Device) -> Result<Gpt<B>> {
         self.validate()?;
         let (e, i) = (self.n_embd, self.inner_dim());
         let std = 0.02;
@@ -140,31 +174,31 @@ impl Gpt2Config {
         let block = || Block {
             ln_1: ln(),
             attn: Attention {
-                c_attn: Proj::init(e, 3 * e, std, self.qkv_bias, device),
-                c_proj: Proj::init(e, e, proj_std, true, device),
+                c_attn: Proj::init_with(e, 3 * e, std, self.qkv_bias, fill, device),
+                c_proj: Proj::init_with(e, e, proj_std, true, fill, device),
                 attn_dropout: DropoutConfig::new(self.attn_pdrop).init(),
                 resid_dropout: DropoutConfig::new(self.resid_pdrop).init(),
                 n_head: self.n_head,
             },
             ln_2: ln(),
             mlp: Mlp {
-                c_fc: Proj::init(e, i, std, true, device),
-                c_proj: Proj::init(i, e, proj_std, true, device),
+                c_fc: Proj::init_with(e, i, std, true, fill, device),
+                c_proj: Proj::init_with(i, e, proj_std, true, fill, device),
                 dropout: DropoutConfig::new(self.resid_pdrop).init(),
             },
         };
         Ok(Gpt {
             wte: Embedding {
-                weight: normal([self.vocab_size, e], std, device),
+                weight: fill.normal([self.vocab_size, e], std, device),
             },
             wpe: Embedding {
-                weight: normal([self.n_positions, e], std, device),
+                weight: fill.normal([self.n_positions, e], std, device),
             },
             drop: DropoutConfig::new(self.embd_pdrop).init(),
             h: (0..self.n_layer).map(|_| block()).collect(),
             ln_f: ln(),
             lm_head: (!self.tie_word_embeddings)
-                .then(|| Proj::init(e, self.vocab_size, std, false, device)),
+                .then(|| Proj::init_with(e, self.vocab_size, std, false, fill, device)),
             config: self.clone(),
         })
     }
@@ -452,7 +486,13 @@ impl<B: Backend> ModuleVisitor<B> for NonFiniteFinder {
             return;
         }
         let t = param.val();
-        // x − x is 0 for every finite x and NaN for NaN and ±∞: one pass, and no overflow.
+        // A sum is finite when every element is (NaN and ±∞ propagate): no copy of the
+        // tensor. Only a non-finite sum is checked exactly, since finite values can overflow
+        // it: x − x is 0 for every finite x and NaN for NaN and ±∞.
+        let sum: f64 = t.clone().sum().into_scalar().elem();
+        if sum.is_finite() {
+            return;
+        }
         let probe: f64 = (t.clone() - t).sum().into_scalar().elem();
         if probe != 0.0 {
             self.found = Some(self.path.join("."));

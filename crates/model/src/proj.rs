@@ -17,6 +17,7 @@ use burn::tensor::{Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::model::Fill;
 
 /// The projections an adapter can sit on, by their GPT-2 names (`c_proj` is both the
 /// attention's and the MLP's output projection, as in PEFT's `target_modules`).
@@ -105,11 +106,19 @@ pub struct Proj<B: Backend> {
 impl<B: Backend> Proj<B> {
     /// `[d_in, d_out]` weights N(0, std), a zero bias if `bias`.
     pub fn init(d_in: usize, d_out: usize, std: f64, bias: bool, device: &B::Device) -> Self {
-        // Drawn now, not lazily (Burn's `Initializer` is lazy), so the weights depend only
-        // on the RNG state when the model is built.
-        let weight = Tensor::random([d_in, d_out], Distribution::Normal(0.0, std), device);
+        Self::init_with(d_in, d_out, std, bias, Fill::Random, device)
+    }
+
+    pub(crate) fn init_with(
+        d_in: usize,
+        d_out: usize,
+        std: f64,
+        bias: bool,
+        fill: Fill,
+        device: &B::Device,
+    ) -> Self {
         Proj {
-            weight: Param::from_tensor(weight),
+            weight: fill.normal([d_in, d_out], std, device),
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
             lora: None,
         }

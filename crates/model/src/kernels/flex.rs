@@ -6,6 +6,8 @@ use burn::backend::Flex;
 use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::gemv::{self, attend};
@@ -161,9 +163,10 @@ impl KernelBackend for Flex {
         v_cache: FlexTensor,
         segments: &[Segment],
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        if [&qkv, &k_cache, &v_cache]
-            .iter()
-            .any(|t| t.dtype() != DType::F32)
+        let stored = k_cache.dtype();
+        if qkv.dtype() != DType::F32
+            || v_cache.dtype() != stored
+            || !matches!(stored, DType::F32 | DType::F16)
         {
             return infer::cached_attention::<Flex>(qkv, k_cache, v_cache, segments);
         }
@@ -181,13 +184,100 @@ impl KernelBackend for Flex {
             d: dims[3],
         };
         let x: &[f32] = qkv.storage();
-        // Copy-on-write: in place when the engine held the only reference.
-        write_new(x, kc.storage_mut(), &cache, segments, 1);
-        write_new(x, vc.storage_mut(), &cache, segments, 2);
-        let y = attend_all(x, kc.storage(), vc.storage(), &cache, segments);
+        let y = match stored {
+            DType::F16 => attend_stored::<f16>(x, &mut kc, &mut vc, &cache, segments),
+            _ => attend_stored::<f32>(x, &mut kc, &mut vc, &cache, segments),
+        };
         let n_tokens = y.len() / (cache.h * cache.d);
         let y = FlexTensor::from_data(TensorData::new(y, [n_tokens, cache.h * cache.d]));
         (y, kc, vc)
+    }
+}
+
+/// Writes the new keys and values into the caches (stored as `E`), then attends.
+fn attend_stored<E: Stored>(
+    x: &[f32],
+    kc: &mut FlexTensor,
+    vc: &mut FlexTensor,
+    cache: &CacheShape,
+    segments: &[Segment],
+) -> Vec<f32> {
+    // Copy-on-write: in place when the engine held the only reference.
+    write_new(x, kc.storage_mut::<E>(), cache, segments, 1);
+    write_new(x, vc.storage_mut::<E>(), cache, segments, 2);
+    let (keys, values) = (kc.storage::<E>(), vc.storage::<E>());
+    match E::as_f32(keys).zip(E::as_f32(values)) {
+        Some((k, v)) => attend_all(x, k, v, cache, segments, |s, head| {
+            cache.at(segments[s].slot, head, 0)
+        }),
+        None => {
+            // f16: each segment's rows converted once, not once per new token (a prefill
+            // of n tokens would otherwise convert n²/2 rows).
+            let (k, v) = (
+                gather(keys, cache, segments),
+                gather(values, cache, segments),
+            );
+            let mut first = Vec::with_capacity(segments.len()); // each segment's first row
+            let mut rows = 0;
+            for g in segments {
+                first.push(rows);
+                rows += cache.h * (g.pos + g.len);
+            }
+            let at = |s: usize, head: usize| {
+                (first[s] + head * (segments[s].pos + segments[s].len)) * cache.d
+            };
+            attend_all(x, &k, &v, cache, segments, at)
+        }
+    }
+}
+
+/// Every segment's cached rows (positions `0..pos + len` of each head) in f32, one
+/// segment after another, `[heads, rows, d]` each.
+fn gather<E: Stored>(cache: &[E], shape: &CacheShape, segments: &[Segment]) -> Vec<f32> {
+    let rows: usize = segments.iter().map(|s| s.pos + s.len).sum();
+    let mut out = vec![0f32; rows * shape.h * shape.d];
+    let mut at = 0;
+    for s in segments {
+        for head in 0..shape.h {
+            let from = shape.at(s.slot, head, 0);
+            let n = (s.pos + s.len) * shape.d;
+            E::load(&cache[from..from + n], &mut out[at..at + n]);
+            at += n;
+        }
+    }
+    out
+}
+
+/// How the cache stores a value: f32 as is, or f16.
+trait Stored: burn::tensor::Element + bytemuck::Pod + Send + Sync {
+    fn store(src: &[f32], dst: &mut [Self]);
+    fn load(src: &[Self], dst: &mut [f32]);
+    /// The values themselves, when they are f32.
+    fn as_f32(values: &[Self]) -> Option<&[f32]>;
+}
+
+impl Stored for f32 {
+    fn store(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn load(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn as_f32(values: &[f32]) -> Option<&[f32]> {
+        Some(values)
+    }
+}
+
+impl Stored for f16 {
+    // F16C where the CPU has it (`half` checks at run time).
+    fn store(src: &[f32], dst: &mut [f16]) {
+        dst.convert_from_f32_slice(src);
+    }
+    fn load(src: &[f16], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+    fn as_f32(_: &[f16]) -> Option<&[f32]> {
+        None
     }
 }
 
@@ -206,9 +296,9 @@ impl CacheShape {
 }
 
 /// Copies part `which` (1 keys, 2 values) of each new token of `qkv` into its cache rows.
-fn write_new(
+fn write_new<E: Stored>(
     qkv: &[f32],
-    cache: &mut [f32],
+    cache: &mut [E],
     shape: &CacheShape,
     segments: &[Segment],
     which: usize,
@@ -220,27 +310,30 @@ fn write_new(
             let token = &qkv[(row + i) * 3 * c + which * c..][..c];
             for (head, part) in token.chunks_exact(d).enumerate() {
                 let at = shape.at(s.slot, head, s.pos + i);
-                cache[at..at + d].copy_from_slice(part);
+                E::store(part, &mut cache[at..at + d]);
             }
         }
         row += s.len;
     }
 }
 
-/// Every new token's every head, in parallel: `[n_tokens, c]`.
+/// Every new token's every head, in parallel: `[n_tokens, c]`. Segment `s`'s rows of
+/// `head` start at `start(s, head)` in `keys` and `values`, one position after another.
 fn attend_all(
     qkv: &[f32],
     keys: &[f32],
     values: &[f32],
     shape: &CacheShape,
     segments: &[Segment],
+    start: impl Fn(usize, usize) -> usize + Sync,
 ) -> Vec<f32> {
     let (h, d) = (shape.h, shape.d);
     let c = h * d;
-    // (slot, position) of each new token.
+    // (segment, position) of each new token.
     let tokens: Vec<(usize, usize)> = segments
         .iter()
-        .flat_map(|s| (s.pos..s.pos + s.len).map(move |p| (s.slot, p)))
+        .enumerate()
+        .flat_map(|(i, s)| (s.pos..s.pos + s.len).map(move |p| (i, p)))
         .collect();
     let scale = (d as f32).sqrt().recip();
     let mut y = vec![0f32; tokens.len() * c];
@@ -248,9 +341,10 @@ fn attend_all(
         .enumerate()
         .for_each_init(Vec::new, |buf, (i, out)| {
             let (token, head) = (i / h, i % h);
-            let (slot, pos) = tokens[token];
+            let (seg, pos) = tokens[token];
             let q = &qkv[token * 3 * c + head * d..][..d];
-            let (from, to) = (shape.at(slot, head, 0), shape.at(slot, head, pos + 1));
+            let from = start(seg, head);
+            let to = from + (pos + 1) * d;
             attend(q, &keys[from..to], &values[from..to], scale, buf, out);
         });
     y

@@ -9,176 +9,219 @@
 //! each entry point is compiled for), adding in the same order on every CPU. int8 dot
 //! products use `vpdpbusd` (AVX-512 VNNI), `vpmaddubsw` (AVX2) or plain integers.
 
-use std::sync::OnceLock;
-
 use rayon::prelude::*;
 
+use super::cpu::{level, Level};
 use super::q8::{Q8Matrix, Q8Rows, Q8_BLOCK};
 use super::simd;
 
-const LANES: usize = 16;
+pub use super::cpu::kernel_level;
+
 /// Output rows per parallel task.
 const TILE: usize = 16;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Level {
-    Avx512Vnni,
-    Avx512,
-    Avx2,
-    Baseline,
-}
-
-fn level() -> Level {
-    static LEVEL: OnceLock<Level> = OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx512 = is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma");
-            if avx512 && is_x86_feature_detected!("avx512vnni") {
-                return Level::Avx512Vnni;
-            }
-            if avx512 {
-                return Level::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Level::Avx2;
-            }
-        }
-        Level::Baseline
-    })
-}
-
-/// The kernels this CPU runs: `avx512-vnni`, `avx512`, `avx2` or `scalar`.
-pub fn kernel_level() -> &'static str {
-    match level() {
-        Level::Avx512Vnni => "avx512-vnni",
-        Level::Avx512 => "avx512",
-        Level::Avx2 => "avx2",
-        Level::Baseline => "scalar",
-    }
-}
-
 // ---- f32 -------------------------------------------------------------------------------
 
-/// `x · w[j]` for four rows `w[j]` at once: four independent chains of 16 lanes.
-#[inline(always)]
-fn dot4_lanes(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
-    let mut acc = [[0f32; LANES]; 4];
-    let k = x.len();
-    let full = k / LANES * LANES;
-    let mut i = 0;
-    while i < full {
-        let xs: &[f32; LANES] = x[i..i + LANES].try_into().unwrap();
-        for r in 0..4 {
-            let ws: &[f32; LANES] = w[r][i..i + LANES].try_into().unwrap();
-            for l in 0..LANES {
-                acc[r][l] += xs[l] * ws[l];
+/// The f32 kernels, written once over sixteen lanes `$v` and expanded for each instruction
+/// set: `$zero`, `$load(ptr)`, `$splat(f32)`, `$add_mul(acc, x, w)` (`acc + x·w`, rounded
+/// twice, as the scalar code does) and `$store(v, &mut [f32; 16])`. Every lane adds in the
+/// same order on every CPU, so the answers are the same bits everywhere.
+macro_rules! f32_kernels {
+    (
+        $name:ident, [$($attr:meta),*], $v:ty,
+        zero: $zero:expr,
+        load: |$lp:ident| $load:expr,
+        splat: |$sp:ident| $splat:expr,
+        add_mul: |$a:ident, $x:ident, $w:ident| $add_mul:expr,
+        store: |$sv:ident, $sout:ident| $store:expr $(,)?
+    ) => {
+        #[allow(unused_unsafe, clippy::missing_safety_doc)]
+        pub(super) mod $name {
+            #[allow(unused_imports)]
+            #[cfg(target_arch = "x86_64")]
+            use std::arch::x86_64::*;
+
+            const L: usize = 16;
+
+            /// `out[j][r] = x[r] · w[j]` for `R` rows of `w` and `M` rows of `x` (each `k`
+            /// long), with `R · M` chains of sixteen lanes.
+            $(#[$attr])*
+            #[inline]
+            fn block<const R: usize, const M: usize>(
+                x: &[f32],
+                w: &[f32],
+                k: usize,
+            ) -> [[f32; M]; R] {
+                assert!(x.len() >= M * k && w.len() >= R * k);
+                let full = k / L * L;
+                let mut acc: [[$v; M]; R] = [[$zero; M]; R];
+                let mut i = 0;
+                while i < full {
+                    // SAFETY: i + 16 ≤ k, and the rows are inside the slices (asserted).
+                    let xs: [$v; M] = std::array::from_fn(|r| {
+                        let $lp = unsafe { x.as_ptr().add(r * k + i) };
+                        unsafe { $load }
+                    });
+                    for j in 0..R {
+                        let $lp = unsafe { w.as_ptr().add(j * k + i) };
+                        let wv: $v = unsafe { $load };
+                        for r in 0..M {
+                            let ($a, $x, $w) = (acc[j][r], xs[r], wv);
+                            acc[j][r] = unsafe { $add_mul };
+                        }
+                    }
+                    i += L;
+                }
+                let mut out = [[0f32; M]; R];
+                for j in 0..R {
+                    for r in 0..M {
+                        let mut lanes = [0f32; L];
+                        let ($sv, $sout) = (acc[j][r], &mut lanes);
+                        unsafe { $store };
+                        let tail: f32 = (full..k).map(|i| x[r * k + i] * w[j * k + i]).sum();
+                        out[j][r] = lanes.iter().sum::<f32>() + tail;
+                    }
+                }
+                out
             }
-        }
-        i += LANES;
-    }
-    let mut out = [0f32; 4];
-    for r in 0..4 {
-        let tail: f32 = (full..k).map(|i| x[i] * w[r][i]).sum();
-        out[r] = acc[r].iter().sum::<f32>() + tail;
-    }
-    out
-}
 
-#[inline(always)]
-fn dot1_lanes(x: &[f32], w: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let k = x.len();
-    let full = k / LANES * LANES;
-    let mut i = 0;
-    while i < full {
-        let xs: &[f32; LANES] = x[i..i + LANES].try_into().unwrap();
-        let ws: &[f32; LANES] = w[i..i + LANES].try_into().unwrap();
-        for l in 0..LANES {
-            acc[l] += xs[l] * ws[l];
-        }
-        i += LANES;
-    }
-    acc.iter().sum::<f32>() + (full..k).map(|i| x[i] * w[i]).sum::<f32>()
-}
-
-/// `out[j·m + r] = x[r] · w[j]` for the rows `w` of one tile (`out` is `[rows, m]`).
-#[inline(always)]
-fn tile_f32_lanes(x: &[f32], m: usize, w: &[f32], k: usize, out: &mut [f32]) {
-    let rows = w.len() / k;
-    let mut j = 0;
-    while j + 4 <= rows {
-        let ws = [0, 1, 2, 3].map(|r| &w[(j + r) * k..(j + r + 1) * k]);
-        for r in 0..m {
-            let d = dot4_lanes(&x[r * k..(r + 1) * k], ws);
-            for (q, v) in d.into_iter().enumerate() {
-                out[(j + q) * m + r] = v;
+            /// Rows of `w` in groups of `R` against rows `r0..r0 + M` of `x`.
+            $(#[$attr])*
+            #[inline]
+            fn rows_against<const R: usize, const M: usize>(
+                x: &[f32],
+                m: usize,
+                r0: usize,
+                w: &[f32],
+                k: usize,
+                out: &mut [f32],
+            ) {
+                let rows = w.len() / k;
+                let xr = &x[r0 * k..(r0 + M) * k];
+                let mut j = 0;
+                while j + R <= rows {
+                    let d = block::<R, M>(xr, &w[j * k..], k);
+                    for (q, d) in d.iter().enumerate() {
+                        for (r, v) in d.iter().enumerate() {
+                            out[(j + q) * m + r0 + r] = *v;
+                        }
+                    }
+                    j += R;
+                }
+                for j in j..rows {
+                    let d = block::<1, M>(xr, &w[j * k..], k);
+                    for (r, v) in d[0].iter().enumerate() {
+                        out[j * m + r0 + r] = *v;
+                    }
+                }
             }
-        }
-        j += 4;
-    }
-    for j in j..rows {
-        for r in 0..m {
-            out[j * m + r] = dot1_lanes(&x[r * k..(r + 1) * k], &w[j * k..(j + 1) * k]);
-        }
-    }
-}
 
-/// `Σ_j p[j] · v[j]` over rows of `d` values into `out`: attention's weighted sum.
-#[inline(always)]
-fn weighted_sum_lanes(p: &[f32], v: &[f32], out: &mut [f32]) {
-    let d = out.len();
-    out.fill(0.0);
-    for (pj, row) in p.iter().zip(v.chunks_exact(d)) {
-        for (o, x) in out.iter_mut().zip(row) {
-            *o += pj * x;
-        }
-    }
-}
-
-/// `scores[j] = scale · q · k[j]` for rows of `d` values.
-#[inline(always)]
-fn scores_lanes(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
-    let d = q.len();
-    for (s, row) in scores.iter_mut().zip(keys.chunks_exact(d)) {
-        *s = scale * dot1_lanes(q, row);
-    }
-}
-
-macro_rules! compiled_for {
-    ($name:ident, $features:literal) => {
-        #[cfg(target_arch = "x86_64")]
-        mod $name {
-            #[target_feature(enable = $features)]
+            /// `out[j·m + r] = x[r] · w[j]` for the rows `w` of one tile (`out` is `[rows, m]`):
+            /// each weight row against up to four activation rows at once, one weight
+            /// stream at a time (measured fastest: more streams, or eight rows, were slower).
+            $(#[$attr])*
             pub fn tile_f32(x: &[f32], m: usize, w: &[f32], k: usize, out: &mut [f32]) {
-                super::tile_f32_lanes(x, m, w, k, out)
+                let mut r = 0;
+                while r < m {
+                    r += match m - r {
+                        left if left >= 4 => {
+                            rows_against::<1, 4>(x, m, r, w, k, out);
+                            4
+                        }
+                        left if left >= 2 => {
+                            rows_against::<1, 2>(x, m, r, w, k, out);
+                            2
+                        }
+                        _ => {
+                            rows_against::<1, 1>(x, m, r, w, k, out);
+                            1
+                        }
+                    };
+                }
             }
-            #[target_feature(enable = $features)]
-            pub fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
-                super::weighted_sum_lanes(p, v, out)
-            }
-            #[target_feature(enable = $features)]
+
+            /// `scores[j] = scale · q · keys[j]` for rows of `q.len()` values.
+            $(#[$attr])*
             pub fn scores(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
-                super::scores_lanes(q, keys, scale, scores)
+                let d = q.len();
+                rows_against::<1, 1>(q, 1, 0, &keys[..scores.len() * d], d, scores);
+                for s in scores.iter_mut() {
+                    *s *= scale;
+                }
+            }
+
+            /// `out = Σ_j p[j] · v[j]` over rows of `out.len()` values.
+            $(#[$attr])*
+            pub fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+                let d = out.len();
+                assert!(v.len() >= p.len() * d);
+                let full = d / L * L;
+                for i in (0..full).step_by(L) {
+                    let mut acc: $v = $zero;
+                    for (j, &pj) in p.iter().enumerate() {
+                        let $sp = pj;
+                        let pv: $v = unsafe { $splat };
+                        // SAFETY: row j's lanes i..i + 16 are inside `v` (asserted).
+                        let $lp = unsafe { v.as_ptr().add(j * d + i) };
+                        let vv: $v = unsafe { $load };
+                        let ($a, $x, $w) = (acc, pv, vv);
+                        acc = unsafe { $add_mul };
+                    }
+                    let lanes: &mut [f32; L] = (&mut out[i..i + L]).try_into().unwrap();
+                    let ($sv, $sout) = (acc, lanes);
+                    unsafe { $store };
+                }
+                for i in full..d {
+                    out[i] = p.iter().enumerate().fold(0.0, |s, (j, &pj)| s + pj * v[j * d + i]);
+                }
             }
         }
     };
 }
-compiled_for!(avx512, "avx512f");
-compiled_for!(avx2, "avx2,fma");
+
+f32_kernels!(
+    scalar, [], [f32; 16],
+    zero: [0f32; 16],
+    load: |p| *(p as *const [f32; 16]),
+    splat: |s| [s; 16],
+    add_mul: |a, x, w| std::array::from_fn(|l| a[l] + x[l] * w[l]),
+    store: |v, out| *out = v,
+);
+
+#[cfg(target_arch = "x86_64")]
+f32_kernels!(
+    avx512, [target_feature(enable = "avx512f")], __m512,
+    zero: _mm512_setzero_ps(),
+    load: |p| _mm512_loadu_ps(p),
+    splat: |s| _mm512_set1_ps(s),
+    add_mul: |a, x, w| _mm512_add_ps(a, _mm512_mul_ps(x, w)),
+    store: |v, out| _mm512_storeu_ps(out.as_mut_ptr(), v),
+);
+
+#[cfg(target_arch = "x86_64")]
+f32_kernels!(
+    avx2, [target_feature(enable = "avx2,fma")], (__m256, __m256),
+    zero: (_mm256_setzero_ps(), _mm256_setzero_ps()),
+    load: |p| (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))),
+    splat: |s| (_mm256_set1_ps(s), _mm256_set1_ps(s)),
+    add_mul: |a, x, w| (
+        _mm256_add_ps(a.0, _mm256_mul_ps(x.0, w.0)),
+        _mm256_add_ps(a.1, _mm256_mul_ps(x.1, w.1))
+    ),
+    store: |v, out| {
+        _mm256_storeu_ps(out.as_mut_ptr(), v.0);
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), v.1);
+    },
+);
 
 fn tile_f32(x: &[f32], m: usize, w: &[f32], k: usize, out: &mut [f32]) {
     match level() {
         // SAFETY: `level` checked that the CPU has the features these were compiled for.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 | Level::Avx512Vnni => unsafe { avx512::tile_f32(x, m, w, k, out) },
+        l if l.has_avx512() => unsafe { avx512::tile_f32(x, m, w, k, out) },
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { avx2::tile_f32(x, m, w, k, out) },
-        _ => tile_f32_lanes(x, m, w, k, out),
+        _ => scalar::tile_f32(x, m, w, k, out),
     }
 }
 
@@ -186,10 +229,10 @@ fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
     match level() {
         // SAFETY: as in `tile_f32`.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 | Level::Avx512Vnni => unsafe { avx512::weighted_sum(p, v, out) },
+        l if l.has_avx512() => unsafe { avx512::weighted_sum(p, v, out) },
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { avx2::weighted_sum(p, v, out) },
-        _ => weighted_sum_lanes(p, v, out),
+        _ => scalar::weighted_sum(p, v, out),
     }
 }
 
@@ -197,10 +240,10 @@ fn scores(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) {
     match level() {
         // SAFETY: as in `tile_f32`.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 | Level::Avx512Vnni => unsafe { avx512::scores(q, keys, scale, out) },
+        l if l.has_avx512() => unsafe { avx512::scores(q, keys, scale, out) },
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { avx2::scores(q, keys, scale, out) },
-        _ => scores_lanes(q, keys, scale, out),
+        _ => scalar::scores(q, keys, scale, out),
     }
 }
 
@@ -331,25 +374,37 @@ mod x86 {
         _mm_cvtss_f32(_mm_hadd_ps(s, s))
     }
 
-    /// Each block: `|x| · (w · sign x)` as unsigned × signed bytes into i32 lanes, then
-    /// scaled and added in f32. `dot` is the byte product instruction.
+    /// One weight row against `M` activation rows (`xq` is `[M, k]`, `xs` `[M, k/32]`),
+    /// each block of the weights loaded once. Each block: `|x| · (w · sign x)` as unsigned
+    /// × signed bytes into i32 lanes, then scaled and added in f32. `dot` is the byte
+    /// product instruction.
     macro_rules! dot_q8 {
         ($name:ident, $features:literal, |$ax:ident, $sw:ident| $dot:expr) => {
             #[target_feature(enable = $features)]
-            pub unsafe fn $name(xq: &[i8], xs: &[f32], wq: &[i8], ws: &[f32]) -> f32 {
+            pub unsafe fn $name<const M: usize>(
+                xq: &[i8],
+                xs: &[f32],
+                wq: &[i8],
+                ws: &[f32],
+            ) -> [f32; M] {
                 let blocks = ws.len();
-                debug_assert!(xq.len() >= blocks * Q8_BLOCK && wq.len() >= blocks * Q8_BLOCK);
-                let mut acc = [_mm256_setzero_ps(); 2];
+                let k = blocks * Q8_BLOCK;
+                assert!(xq.len() >= M * k && xs.len() >= M * blocks && wq.len() >= k);
+                let mut acc = [[_mm256_setzero_ps(); 2]; M];
                 for b in 0..blocks {
-                    let x = _mm256_loadu_si256(xq.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
                     let w = _mm256_loadu_si256(wq.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
-                    let $ax = _mm256_sign_epi8(x, x);
-                    let $sw = _mm256_sign_epi8(w, x);
-                    let dot: __m256i = $dot;
-                    let d = _mm256_set1_ps(*xs.get_unchecked(b) * *ws.get_unchecked(b));
-                    acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[b & 1]);
+                    let dw = *ws.get_unchecked(b);
+                    for r in 0..M {
+                        let at = r * k + b * Q8_BLOCK;
+                        let x = _mm256_loadu_si256(xq.as_ptr().add(at) as *const __m256i);
+                        let $ax = _mm256_sign_epi8(x, x);
+                        let $sw = _mm256_sign_epi8(w, x);
+                        let dot: __m256i = $dot;
+                        let d = _mm256_set1_ps(*xs.get_unchecked(r * blocks + b) * dw);
+                        acc[r][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[r][b & 1]);
+                    }
                 }
-                hsum(_mm256_add_ps(acc[0], acc[1]))
+                std::array::from_fn(|r| hsum(_mm256_add_ps(acc[r][0], acc[r][1])))
             }
         };
     }
@@ -365,34 +420,65 @@ mod x86 {
     );
 }
 
-fn dot_q8(xq: &[i8], xs: &[f32], wq: &[i8], ws: &[f32]) -> f32 {
+/// One weight row (`wq`, `ws`) against `M` activation rows (`xq [M, k]`, `xs [M, k/32]`).
+fn dot_q8<const M: usize>(xq: &[i8], xs: &[f32], wq: &[i8], ws: &[f32]) -> [f32; M] {
     match level() {
-        // SAFETY: `level` checked the features; the slices hold `ws.len()` whole blocks.
+        // SAFETY: `level` checked the features; the kernels check the slices' lengths.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512Vnni => unsafe { x86::dot_q8_vnni(xq, xs, wq, ws) },
+        Level::Avx512Vnni => unsafe { x86::dot_q8_vnni::<M>(xq, xs, wq, ws) },
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 | Level::Avx2 => unsafe { x86::dot_q8_avx2(xq, xs, wq, ws) },
-        _ => dot_q8_scalar(xq, xs, wq, ws),
+        Level::Avx512 | Level::Avx2 => unsafe { x86::dot_q8_avx2::<M>(xq, xs, wq, ws) },
+        _ => {
+            let (k, kb) = (wq.len(), ws.len());
+            std::array::from_fn(|r| dot_q8_scalar(&xq[r * k..][..k], &xs[r * kb..][..kb], wq, ws))
+        }
     }
 }
 
-/// `y [m, n] = x · w [n, k]ᵀ + bias` for activations `x` already quantized.
+/// Rows `r0..r0 + M` of `x` against the weight rows `j0..j0 + rows` into `out [rows, m]`.
+fn rows_q8<const M: usize>(
+    x: &Q8Rows,
+    m: usize,
+    r0: usize,
+    w: &Q8Matrix,
+    j0: usize,
+    out: &mut [f32],
+) {
+    let (k, kb) = (w.k, w.k / Q8_BLOCK);
+    let (xq, xs) = (
+        &x.qs[r0 * k..(r0 + M) * k],
+        &x.scales[r0 * kb..(r0 + M) * kb],
+    );
+    for j in 0..out.len() / m {
+        let row = j0 + j;
+        let (wq, ws) = (&w.qs[row * k..][..k], &w.scales[row * kb..][..kb]);
+        let d = dot_q8::<M>(xq, xs, wq, ws);
+        out[j * m + r0..j * m + r0 + M].copy_from_slice(&d);
+    }
+}
+
+/// `y [m, n] = x · w [n, k]ᵀ + bias` for activations `x` already quantized: each weight
+/// row against up to four activation rows at once.
 pub fn gemv_q8(x: &Q8Rows, m: usize, w: &Q8Matrix, bias: Option<&[f32]>) -> Vec<f32> {
     let (n, k) = (w.n, w.k);
-    let kb = k / Q8_BLOCK;
     assert!(x.qs.len() == m * k, "gemv q8: x [{m}, ?] · w [{n}, {k}]ᵀ");
     by_tiles(m, n, bias, |j0, out| {
-        let rows = out.len() / m;
-        for j in 0..rows {
-            let row = j0 + j;
-            let (wq, ws) = (
-                &w.qs[row * k..(row + 1) * k],
-                &w.scales[row * kb..(row + 1) * kb],
-            );
-            for r in 0..m {
-                let (xq, xs) = (&x.qs[r * k..(r + 1) * k], &x.scales[r * kb..(r + 1) * kb]);
-                out[j * m + r] = dot_q8(xq, xs, wq, ws);
-            }
+        let mut r = 0;
+        while r < m {
+            r += match m - r {
+                left if left >= 4 => {
+                    rows_q8::<4>(x, m, r, w, j0, out);
+                    4
+                }
+                left if left >= 2 => {
+                    rows_q8::<2>(x, m, r, w, j0, out);
+                    2
+                }
+                _ => {
+                    rows_q8::<1>(x, m, r, w, j0, out);
+                    1
+                }
+            };
         }
     })
 }
@@ -463,10 +549,43 @@ mod tests {
     }
 
     #[test]
+    fn every_instruction_set_gives_the_scalar_bits() {
+        let (n, k, d) = (13, 100, 80); // tails after the 16-lane chunks
+        let w = data(n * k, 3);
+        let (p, v) = (data(n, 4), data(n * d, 6));
+        for m in [1, 2, 3, 5] {
+            let x = data(m * k, m);
+            let mut want = vec![0f32; n * m];
+            scalar::tile_f32(&x, m, &w, k, &mut want);
+            let mut got = vec![0f32; n * m];
+            tile_f32(&x, m, &w, k, &mut got);
+            assert_eq!(got, want, "tile, m {m}, {}", kernel_level());
+        }
+        let (mut want, mut got) = (vec![0f32; n], vec![0f32; n]);
+        let (q, keys) = (data(20, 8), data(n * 20, 9));
+        scalar::scores(&q, &keys, 0.5, &mut want);
+        scores(&q, &keys, 0.5, &mut got);
+        assert_eq!(got, want, "scores");
+        let (mut want, mut got) = (vec![0f32; d], vec![0f32; d]);
+        scalar::weighted_sum(&p, &v, &mut want);
+        weighted_sum(&p, &v, &mut got);
+        assert_eq!(got, want, "weighted sum");
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            let x = data(3 * k, 1);
+            let (mut want, mut got) = (vec![0f32; n * 3], vec![0f32; n * 3]);
+            scalar::tile_f32(&x, 3, &w, k, &mut want);
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            unsafe { avx2::tile_f32(&x, 3, &w, k, &mut got) };
+            assert_eq!(got, want, "avx2 tile");
+        }
+    }
+
+    #[test]
     fn int8_products_match_the_integer_reference() {
         let (n, k) = (21, 128);
         let w = Q8Matrix::quantize(&data(n * k, 1), n, k);
-        for m in [1, 4] {
+        for m in [1, 3, 4, 7] {
             let x = quantize_rows(&data(m * k, 9));
             let got = gemv_q8(&x, m, &w, None);
             for r in 0..m {

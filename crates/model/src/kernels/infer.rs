@@ -3,7 +3,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
 
 use super::q8::Q8Matrix;
 
@@ -41,6 +41,26 @@ pub(super) fn dequantize<B: Backend>(weight: &Q8Matrix, device: &B::Device) -> F
     prim(Tensor::<B, 2>::from_data(data, device))
 }
 
+/// Which cached keys each new token must not see, `[1, h, len, pos + len]` (`true` hides):
+/// query `i` sees keys `0..=pos + i`. None when nothing is hidden (one new token). Spelled
+/// out rather than `is_causal`, whose alignment for `len < keys` a backend may choose.
+fn future_mask<B: Backend>(
+    s: &Segment,
+    h: usize,
+    device: &B::Device,
+) -> Option<Tensor<B, 4, Bool>> {
+    if s.len == 1 {
+        return None;
+    }
+    let keys = s.pos + s.len;
+    let hidden: Vec<bool> = (0..s.len)
+        .flat_map(|i| (0..keys).map(move |j| j > s.pos + i))
+        .collect();
+    let mask =
+        Tensor::<B, 4, Bool>::from_data(TensorData::new(hidden, [1, 1, s.len, keys]), device);
+    Some(mask.expand([1, h, s.len, keys]))
+}
+
 pub(super) fn cached_attention<B: Backend>(
     qkv: FloatTensor<B>,
     k_cache: FloatTensor<B>,
@@ -51,6 +71,8 @@ pub(super) fn cached_attention<B: Backend>(
     let (mut kc, mut vc) = (float::<B, 4>(k_cache), float::<B, 4>(v_cache)); // [slots, h, cap, d]
     let [_, h, _, d] = kc.dims();
     let c = h * d;
+    let stored = kc.dtype(); // f32 or f16; attention runs in the queries' dtype
+    let compute = qkv.dtype();
     let mut ys = Vec::with_capacity(segments.len());
     let mut row = 0;
     for s in segments {
@@ -62,15 +84,19 @@ pub(super) fn cached_attention<B: Backend>(
                 .swap_dims(1, 2) // [1, h, len, d]
         };
         let new = [s.slot..s.slot + 1, 0..h, s.pos..s.pos + s.len, 0..d];
-        kc = kc.slice_assign(new.clone(), heads(1));
-        vc = vc.slice_assign(new, heads(2));
+        kc = kc.slice_assign(new.clone(), heads(1).cast(stored));
+        vc = vc.slice_assign(new, heads(2).cast(stored));
         let seen = [s.slot..s.slot + 1, 0..h, 0..s.pos + s.len, 0..d];
-        let (keys, values) = (kc.clone().slice(seen.clone()), vc.clone().slice(seen));
-        let options = AttentionModuleOptions {
-            is_causal: true, // aligned bottom-right: query i sees keys 0..=pos + i
-            ..Default::default()
-        };
-        let y = attention(heads(0), keys, values, None, None, options); // [1, h, len, d]
+        let keys = kc.clone().slice(seen.clone()).cast(compute);
+        let values = vc.clone().slice(seen).cast(compute);
+        let y = attention(
+            heads(0),
+            keys,
+            values,
+            future_mask::<B>(s, h, &qkv.device()),
+            None,
+            AttentionModuleOptions::default(),
+        ); // [1, h, len, d]
         ys.push(y.swap_dims(1, 2).reshape([s.len, c])); // [len, c]
         row += s.len;
     }

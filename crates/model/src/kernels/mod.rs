@@ -21,6 +21,7 @@
 //! Adding an op: a method here with its default body, an override in [`flex`] if it pays,
 //! and a `Backward` in the `Autodiff` impl if it trains.
 
+mod cpu;
 mod cross_entropy;
 #[cfg(feature = "flex")]
 mod flex;
@@ -30,6 +31,7 @@ mod infer;
 pub mod q8;
 pub mod simd;
 
+pub use cpu::kernel_level;
 pub use infer::Segment;
 pub use q8::{Q8Matrix, Q8_BLOCK};
 

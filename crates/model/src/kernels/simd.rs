@@ -4,7 +4,7 @@
 //! The loops are written over fixed lanes so that LLVM vectorises them; `exp` is
 //! branch-free (Cephes' `expf`: `2^k · p(r)`, relative error about 1e-7).
 
-use std::sync::OnceLock;
+use super::cpu::{level, Level};
 
 const LANES: usize = 16;
 
@@ -72,29 +72,6 @@ fn scaled_exp_lanes(row: &mut [f32], shift: f32, scale: f32) {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Level {
-    Avx512,
-    Avx2,
-    Baseline,
-}
-
-fn level() -> Level {
-    static LEVEL: OnceLock<Level> = OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Level::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Level::Avx2;
-            }
-        }
-        Level::Baseline
-    })
-}
-
 /// One module of entry points per instruction set; each inlines the lane loops above.
 macro_rules! compiled_for {
     ($name:ident, $features:literal) => {
@@ -123,7 +100,7 @@ pub fn max(row: &[f32]) -> f32 {
     match level() {
         // SAFETY: `level` checked that the CPU has the features these were compiled for.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { avx512::max(row) },
+        Level::Avx512 | Level::Avx512Vnni => unsafe { avx512::max(row) },
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { avx2::max(row) },
         _ => max_lanes(row),
@@ -135,11 +112,17 @@ pub fn sum_exp(row: &[f32], shift: f32) -> f64 {
     match level() {
         // SAFETY: as in `max`.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { avx512::sum_exp(row, shift) },
+        Level::Avx512 | Level::Avx512Vnni => unsafe { avx512::sum_exp(row, shift) },
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { avx2::sum_exp(row, shift) },
         _ => sum_exp_lanes(row, shift),
     }
+}
+
+/// `ln Σ e^x` over a row (vectorised, summed in f64): a softmax's normaliser.
+pub fn log_sum_exp(row: &[f32]) -> f64 {
+    let m = max(row);
+    m as f64 + sum_exp(row, m).ln()
 }
 
 /// `x ← scale · e^(x − shift)` over a row, in place.
@@ -147,7 +130,7 @@ pub fn scaled_exp(row: &mut [f32], shift: f32, scale: f32) {
     match level() {
         // SAFETY: as in `max`.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { avx512::scaled_exp(row, shift, scale) },
+        Level::Avx512 | Level::Avx512Vnni => unsafe { avx512::scaled_exp(row, shift, scale) },
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { avx2::scaled_exp(row, shift, scale) },
         _ => scaled_exp_lanes(row, shift, scale),

@@ -114,7 +114,7 @@ pub fn load_weights<B: Backend>(
             }
         }
     }
-    let model: Gpt<B> = config.init(device)?;
+    let model: Gpt<B> = config.init_for_load(device)?;
     let mut loader = Loader {
         file,
         index,

@@ -125,26 +125,41 @@ impl WeightFile {
                 let tensors = SafeTensors::deserialize(mmap).map_err(|e| bad(e.to_string()))?;
                 let view = tensors.tensor(name).map_err(|e| bad(e.to_string()))?;
                 let bytes = view.data();
-                let values = match view.dtype() {
-                    Dtype::F32 => bytes
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect(),
-                    Dtype::F16 => bytes
-                        .chunks_exact(2)
-                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                        .collect(),
-                    Dtype::BF16 => bytes
-                        .chunks_exact(2)
-                        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                        .collect(),
-                    Dtype::F64 => bytes
-                        .chunks_exact(8)
-                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-                        .collect(),
+                let decode: fn(&[u8], &mut Vec<f32>) = match view.dtype() {
+                    Dtype::F32 => |b, out| {
+                        out.extend(
+                            b.chunks_exact(4)
+                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                        )
+                    },
+                    Dtype::F16 => |b, out| {
+                        out.extend(
+                            b.chunks_exact(2)
+                                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                        )
+                    },
+                    Dtype::BF16 => |b, out| {
+                        out.extend(
+                            b.chunks_exact(2)
+                                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+                        )
+                    },
+                    Dtype::F64 => |b, out| {
+                        out.extend(
+                            b.chunks_exact(8)
+                                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
+                        )
+                    },
                     other => return Err(bad(format!("dtype {other:?} is not a float type"))),
                 };
-                release_pages(mmap, bytes);
+                // In pieces, each released once copied: the file's pages and the copy are
+                // never both whole in memory (`wte` alone is 154 MB).
+                const PIECE: usize = 8 << 20;
+                let mut values = Vec::with_capacity(8 * bytes.len() / view.dtype().bitsize());
+                for piece in bytes.chunks(PIECE) {
+                    decode(piece, &mut values);
+                    release_pages(mmap, piece);
+                }
                 Ok(values)
             }
             Backing::Pytorch(tensors) => {
