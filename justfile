@@ -46,6 +46,7 @@ bench:
     cargo bench -p llm-model --bench checkpoint
     cargo bench -p llm-train --bench train
     cargo bench -p llm-train --bench finetune
+    cargo bench -p llm-infer --bench decode
 
 # Everything CI runs.
 ci:

@@ -14,6 +14,7 @@ use llm_model::Checkpoint;
 use llm_model::KernelBackend;
 
 use crate::args::positive;
+use crate::generate_cmd::load_infer_model;
 use crate::tokenizer::read_text;
 
 /// Which model, on which backend, with which tokenizer.
@@ -155,7 +156,8 @@ pub struct EvalArgs {
     #[arg(long)]
     json: bool,
     /// Score through the generation engine's layout with these weights: `f32` or `q8`
-    /// (int8 Q8_0), to compare the two on the same text; one window at a time.
+    /// (int8 Q8_0), to compare the two on the same text; one window at a time. A model
+    /// saved by `cargo xtask quantize` is always scored this way.
     #[arg(long)]
     quant: Option<llm_infer::Quant>,
 }
@@ -170,29 +172,32 @@ impl BackendTask for EvalTask<'_> {
     type Output = Result<()>;
 
     fn run<B: KernelBackend>(self, device: B::Device) -> Result<()> {
-        let (model, _) = pretrained::load::<B>(&self.resolved.source, &device)?;
-        check_vocab(&self.resolved.tokenizer, model.vocab_size())?;
-        let n_positions = model.n_positions();
-        let context = self.args.context.unwrap_or(n_positions);
-        if !(2..=n_positions).contains(&context) {
-            bail!("--context must be between 2 and the model's n_positions ({n_positions}), got {context}");
-        }
-        let stride = self.args.stride.unwrap_or((context / 2).max(1));
-        if stride > context {
-            bail!("--stride must be at most the context ({context}), got {stride}");
-        }
+        let saved_int8 = matches!(&self.resolved.source,
+            ModelSource::HfDir(dir) if llm_infer::quantized::is_quantized_dir(dir));
         let start = std::time::Instant::now();
-        let p = match self.args.quant {
-            None => llm_model::perplexity(
+        let (p, context, stride) = if self.args.quant.is_some() || saved_int8 {
+            // Through the engine's layout: f32 or int8 weights, one window at a time.
+            let model = load_infer_model::<B>(self.resolved, self.args.quant, &device)?;
+            check_vocab(&self.resolved.tokenizer, model.vocab_size())?;
+            let (context, stride) = self.window(model.n_positions())?;
+            (
+                model.perplexity(&self.ids, context, stride)?,
+                context,
+                stride,
+            )
+        } else {
+            let (model, _) = pretrained::load::<B>(&self.resolved.source, &device)?;
+            check_vocab(&self.resolved.tokenizer, model.vocab_size())?;
+            let (context, stride) = self.window(model.n_positions())?;
+            let p = llm_model::perplexity(
                 &model,
                 &self.ids,
                 context,
                 stride,
                 self.args.batch_size,
                 &device,
-            )?,
-            Some(quant) => llm_infer::InferModel::from_gpt(model, quant)
-                .perplexity(&self.ids, context, stride)?,
+            )?;
+            (p, context, stride)
         };
         let secs = start.elapsed().as_secs_f64();
         if self.args.json {
@@ -208,6 +213,21 @@ impl BackendTask for EvalTask<'_> {
             );
         }
         Ok(())
+    }
+}
+
+impl EvalTask<'_> {
+    /// `(context, stride)`: the flags, checked against the model's context.
+    fn window(&self, n_positions: usize) -> Result<(usize, usize)> {
+        let context = self.args.context.unwrap_or(n_positions);
+        if !(2..=n_positions).contains(&context) {
+            bail!("--context must be between 2 and the model's n_positions ({n_positions}), got {context}");
+        }
+        let stride = self.args.stride.unwrap_or((context / 2).max(1));
+        if stride > context {
+            bail!("--stride must be at most the context ({context}), got {stride}");
+        }
+        Ok((context, stride))
     }
 }
 
