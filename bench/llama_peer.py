@@ -242,6 +242,8 @@ def main():
     ap.add_argument("--decode-prompt-len", type=int, default=32)
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--n-ctx", type=int, default=1024, help="context of the batch-1 runs")
+    ap.add_argument("--batch-n-ctx", type=int, default=256, help="context per sequence at batch 8")
     ap.add_argument("--convert-only", action="store_true", help="write the GGUF and exit")
     args = ap.parse_args()
 
@@ -257,7 +259,7 @@ def main():
     import llama_cpp
 
     llm = Llama(args.gguf, args.threads)
-    n_ctx = 1024
+    n_ctx = args.n_ctx
     result = {
         "peer": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
         "quant": args.quant,
@@ -265,8 +267,9 @@ def main():
         "ttft_s": ttft(llm, args.prompt_len, n_ctx),
         "decode_tok_s": decode(llm, 1, args.decode_prompt_len, args.new, n_ctx, 3),
         "peak_rss_mb": peak_rss_mb(),
-        "batch_tok_s": decode(llm, args.batch, args.decode_prompt_len, args.new, 256, 1),
+        "batch_tok_s": decode(llm, args.batch, args.decode_prompt_len, args.new, args.batch_n_ctx, 1),
         "peak_rss_batch_mb": peak_rss_mb(),
+        "n_ctx": n_ctx,
         "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
     }
     json.dump(result, sys.stdout)

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use llm_infer::{
     quantized, Engine, Event, Finish, InferModel, KvDtype, Output, Quant, Request, SamplingParams,
+    SlotCache,
 };
 use llm_model::backend::{run_on, BackendTask};
 use llm_model::pretrained::{self, ModelSource};
@@ -212,8 +213,12 @@ impl BackendTask for GenerateTask<'_> {
             note_context(&which, p.len(), self.args.max_new_tokens, n_positions);
         }
         let slots = self.args.batch_size.min(self.prompts.len());
-        let mut engine =
-            Engine::with_kv(model, Some(tok.clone()), slots, self.args.kv_cache, &device)?;
+        // The cache holds the longest sequence these prompts can make, not more.
+        let longest = self.prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let capacity = (longest + self.args.max_new_tokens).min(n_positions);
+        let cache =
+            SlotCache::with_capacity(&model.config, slots, capacity, self.args.kv_cache, &device)?;
+        let mut engine = Engine::with_cache(model, Some(tok.clone()), cache);
         let params = self.args.params(tok.eot_id());
         let requests = (self.prompts.iter())
             .map(|p| Request {
@@ -284,7 +289,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     // Refuse bad sampling parameters by name before loading the model.
     if let Err(e) = args.params(None).validate() {
         match e {
-            llm_infer::InferError::Param { param, message } => {
+            llm_model::ModelError::Param { param, message } => {
                 bail!("--{} {message}", param.replace('_', "-"))
             }
             other => return Err(other.into()),

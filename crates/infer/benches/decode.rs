@@ -11,7 +11,9 @@
 //! - decode tok/s at batch 1: 128 new tokens after a 32-token prompt (median of 3);
 //! - aggregate decode tok/s at batch 8 (8 prompts of 32 tokens, 128 new tokens each);
 //! - peak RSS after the batch-1 work, and after batch 8 (its cache adds 8 slots); the KV
-//!   cache is f16 on both sides (llama.cpp's default) and holds the full 1024 positions;
+//!   cache is f16 on both sides (llama.cpp's default) and holds the longest request
+//!   ([`CAPACITY`] positions per slot, as `cargo xtask generate` sizes it; llama.cpp rounds
+//!   its context up to a multiple of 256);
 //! - a memory-bandwidth probe, to say how close decode is to bandwidth ÷ bytes per token;
 //! - where a decode step's time goes.
 
@@ -20,7 +22,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use llm_infer::{Engine, InferModel, KvDtype, Quant, Request, SamplingParams, SlotCache};
 use llm_model::backend::DefaultBackend;
 use llm_model::pretrained::{self, ModelSource};
@@ -38,6 +40,21 @@ const NEW: usize = 128;
 const BATCH: usize = 8;
 /// The KV cache in f16 on both sides (llama.cpp's default).
 const KV: KvDtype = KvDtype::F16;
+/// Positions per sequence in the batch-1 cache: the longest request (the TTFT prompt and
+/// its token); the peer's context is the same.
+const CAPACITY: usize = TTFT_PROMPT + 1;
+/// Positions per sequence at batch 8.
+const BATCH_CAPACITY: usize = DECODE_PROMPT + NEW + 1;
+
+fn new_engine(
+    model: InferModel<B>,
+    slots: usize,
+    capacity: usize,
+    device: &Device<B>,
+) -> Engine<B> {
+    let cache = SlotCache::with_capacity(&model.config, slots, capacity, KV, device).unwrap();
+    Engine::with_cache(model, None, cache)
+}
 
 /// The bench's deterministic prompt (the same formula as `bench/llama_peer.py`).
 fn prompt(n: usize, salt: usize) -> Vec<u32> {
@@ -122,7 +139,7 @@ fn time(mut f: impl FnMut()) -> f64 {
 
 /// Where one batch-1 decode step goes. The parts are timed at the step's shapes, in the
 /// step's order (every layer's weights once, so that none is still in cache).
-fn profile(model: &InferModel<B>, step_s: f64, device: &burn::tensor::Device<B>) -> Value {
+fn profile(model: &InferModel<B>, step_s: f64, device: &Device<B>) -> Value {
     let c = model.config.n_embd;
     let x = Tensor::<B, 2>::ones([1, c], device);
     let x4 = Tensor::<B, 2>::ones([1, model.config.inner_dim()], device);
@@ -158,7 +175,7 @@ fn profile(model: &InferModel<B>, step_s: f64, device: &burn::tensor::Device<B>)
 /// One MLP up-projection at batch 1 (`[1, 768] · [768, 3072]`), three ways: Burn's own
 /// quantized tensors (Q8S, blocks of 32), Burn's f32 matmul, and this crate's kernels.
 /// Burn dequantizes a quantized tensor to f32 for every matmul, so it cannot be faster.
-fn burn_quantized(model: &InferModel<B>, device: &burn::tensor::Device<B>) -> Value {
+fn burn_quantized(model: &InferModel<B>, device: &Device<B>) -> Value {
     use burn::tensor::quantization::{BlockSize, QuantLevel, QuantScheme, QuantValue};
     let [n, k] = model.h[0].c_fc.weight.dims();
     let x = Tensor::<B, 2>::ones([1, k], device);
@@ -185,7 +202,7 @@ fn run_case(dir: &Path, quant: Quant) -> Value {
     let weight_mb = model.weight_bytes() as f64 / (1 << 20) as f64;
     let rss_loaded = rss_mb("VmHWM:");
     let wpe_bytes = 4 * model.wpe.shape().num_elements();
-    let mut engine = Engine::with_kv(model, None, 1, KV, &device).unwrap();
+    let mut engine = new_engine(model, 1, CAPACITY, &device);
     let cache_mb = engine.cache().bytes() as f64 / (1 << 20) as f64;
     let ttft_s = ttft(&mut engine);
     let rates: Vec<(f64, Vec<f64>)> = (0..3).map(|r| decode(&mut engine, 1, 100 * r)).collect();
@@ -196,7 +213,7 @@ fn run_case(dir: &Path, quant: Quant) -> Value {
     let burn_quantized = burn_quantized(engine.model(), &device);
     let model = engine.model().clone();
     drop(engine);
-    let mut engine = Engine::with_kv(model, None, BATCH, KV, &device).unwrap();
+    let mut engine = new_engine(model, BATCH, BATCH_CAPACITY, &device);
     let (batch_tok_s, _) = decode(&mut engine, BATCH, 1000);
     json!({
         "quant": format!("{quant:?}").to_lowercase(),
@@ -281,6 +298,8 @@ fn peer(dir: &Path, quant: &str) -> Option<Value> {
         .args(["--hf-dir", dir.to_str().unwrap(), "--quant", quant])
         .args(["--vocab-dir", root.join("assets/gpt2").to_str().unwrap()])
         .args(["--gguf", gguf.to_str().unwrap(), "--threads", "2"])
+        .args(["--n-ctx", &CAPACITY.to_string()])
+        .args(["--batch-n-ctx", &BATCH_CAPACITY.to_string()])
         .output();
     match out {
         Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).ok(),

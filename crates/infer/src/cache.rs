@@ -68,13 +68,35 @@ impl<B: KernelBackend> SlotCache<B> {
         kv: KvDtype,
         device: &B::Device,
     ) -> crate::Result<Self> {
+        Self::with_capacity(config, slots, config.n_positions, kv, device)
+    }
+
+    /// As [`SlotCache::with_dtype`], with room for `capacity` positions per slot (at most
+    /// `n_positions`): a caller that knows its longest sequence need not hold the whole
+    /// context. An engine on such a cache refuses requests that could outgrow it.
+    pub fn with_capacity(
+        config: &Gpt2Config,
+        slots: usize,
+        capacity: usize,
+        kv: KvDtype,
+        device: &B::Device,
+    ) -> crate::Result<Self> {
         if !B::supports_dtype(device, kv.dtype()) {
             return Err(crate::InferError::Param {
                 param: "kv_cache",
                 message: format!("{kv:?}: this backend cannot store {:?} tensors", kv.dtype()),
             });
         }
-        let (h, cap) = (config.n_head, config.n_positions);
+        if capacity == 0 || capacity > config.n_positions {
+            return Err(crate::InferError::Param {
+                param: "cache_capacity",
+                message: format!(
+                    "must be in 1..={} (the model's n_positions), got {capacity}",
+                    config.n_positions
+                ),
+            });
+        }
+        let (h, cap) = (config.n_head, capacity);
         let d = config.n_embd / h;
         let shape = [slots, h, cap, d];
         let zeros = || Tensor::<B, 4>::zeros(shape, (device, kv.dtype()));
@@ -99,7 +121,7 @@ impl<B: KernelBackend> SlotCache<B> {
         self.slots
     }
 
-    /// Positions per slot: the model's context.
+    /// Positions per slot: the model's context, unless built smaller.
     pub fn capacity(&self) -> usize {
         self.capacity
     }

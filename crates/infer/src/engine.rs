@@ -10,7 +10,8 @@
 //!   achieve for a static batch. Logits are computed for each segment's last token only.
 //! - A sequence ends on its own: `max_new_tokens`, a stop token, or a stop string.
 //! - Past the context, a sequence slides: its slot is refilled from its last
-//!   `n_positions / 2` tokens and generation goes on (as `llm_model::generate`).
+//!   `n_positions / 2` tokens and generation goes on (as `llm_model::generate`). On a
+//!   cache built smaller than the context, a request that could outgrow it is refused.
 
 use std::sync::Arc;
 
@@ -20,8 +21,8 @@ use llm_model::{KernelBackend, Segment};
 use crate::cache::{KvDtype, SlotCache};
 use crate::error::{InferError, Result};
 use crate::model::InferModel;
-use crate::sampling::{SamplingParams, TokenSampler};
 use crate::text::TextStream;
+use llm_model::sampling::{SamplingParams, TokenSampler};
 
 /// A sequence's handle.
 pub type SeqId = u64;
@@ -110,15 +111,24 @@ impl<B: KernelBackend> Engine<B> {
         kv: KvDtype,
         device: &B::Device,
     ) -> Result<Self> {
-        let slots = slots.max(1);
-        let cache = SlotCache::with_dtype(&model.config, slots, kv, device)?;
-        Ok(Engine {
+        let cache = SlotCache::with_dtype(&model.config, slots.max(1), kv, device)?;
+        Ok(Self::with_cache(model, tokenizer, cache))
+    }
+
+    /// An engine on a cache built by the caller (one slot per sequence; see
+    /// [`SlotCache::with_capacity`] for a cache smaller than the context).
+    pub fn with_cache(
+        model: InferModel<B>,
+        tokenizer: Option<Arc<Gpt2Tokenizer>>,
+        cache: SlotCache<B>,
+    ) -> Self {
+        Engine {
+            slots: (0..cache.slots()).map(|_| None).collect(),
             model,
             tokenizer,
             cache,
-            slots: (0..slots).map(|_| None).collect(),
             next_id: 0,
-        })
+        }
     }
 
     pub fn model(&self) -> &InferModel<B> {
@@ -168,6 +178,18 @@ impl<B: KernelBackend> Engine<B> {
             }
             false => prompt,
         };
+        let capacity = self.cache.capacity();
+        if capacity < n_positions && prompt.len() + params.max_new_tokens > capacity {
+            return Err(InferError::Param {
+                param: "max_new_tokens",
+                message: format!(
+                    "{} with a prompt of {} tokens needs {} positions, and this engine's cache holds {capacity} per slot",
+                    params.max_new_tokens,
+                    prompt.len(),
+                    prompt.len() + params.max_new_tokens
+                ),
+            });
+        }
         if !params.stop.is_empty() && self.tokenizer.is_none() {
             return Err(InferError::Param {
                 param: "stop",

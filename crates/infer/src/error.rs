@@ -23,9 +23,19 @@ pub enum InferError {
     #[error("{0}")]
     Weights(String),
     #[error(transparent)]
-    Model(#[from] llm_model::ModelError),
+    Model(llm_model::ModelError),
     #[error(transparent)]
     Tokenizer(#[from] llm_bpe::BpeError),
+}
+
+impl From<llm_model::ModelError> for InferError {
+    /// A parameter error stays a parameter error (sampling's checks live in `llm-model`).
+    fn from(e: llm_model::ModelError) -> Self {
+        match e {
+            llm_model::ModelError::Param { param, message } => InferError::Param { param, message },
+            e => InferError::Model(e),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, InferError>;

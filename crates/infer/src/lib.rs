@@ -9,7 +9,8 @@
 //! - [`Engine`]: continuous batching over the slots ([`Engine::add`], [`Engine::step`],
 //!   [`Engine::cancel`]); [`Engine::generate`] runs a list of requests to the end.
 //! - [`TokenSampler`] and [`SamplingParams`]: token sampling (greedy, temperature, top-k,
-//!   top-p, min-p, repetition / presence / frequency penalties, seeds, log-probabilities).
+//!   top-p, min-p, repetition / presence / frequency penalties, seeds, log-probabilities),
+//!   re-exported from `llm_model::sampling`.
 //! - [`quantized`]: the saved int8 model's safetensors layout ([`quantized::save_quantized`],
 //!   [`quantized::load_quantized`]).
 //! - [`TextStream`]: text pieces that are whole characters and never a stop string's start.
@@ -23,12 +24,11 @@ mod engine;
 mod error;
 mod model;
 pub mod quantized;
-mod sampling;
 mod text;
 
 pub use cache::{KvDtype, SlotCache};
 pub use engine::{Engine, Event, Finish, Output, Request, SeqId};
 pub use error::{InferError, Result};
+pub use llm_model::sampling::{argmax, Choice, SamplingParams, TokenSampler};
 pub use model::{InferBlock, InferModel, Linear, Quant, Weight};
-pub use sampling::{argmax, Choice, SamplingParams, TokenSampler};
 pub use text::{Piece, TextStream};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use burn::nn::LayerNorm;
 use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
 use llm_model::kernels::{simd, Q8_BLOCK};
-use llm_model::{gelu_tanh, Gpt, Gpt2Config, KernelBackend, Proj, Q8Matrix, Segment};
+use llm_model::{Gpt, Gpt2Config, KernelBackend, Proj, Q8Matrix, Segment};
 
 use crate::cache::SlotCache;
 
@@ -131,6 +131,13 @@ impl<B: KernelBackend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.weight.linear(x, self.bias.as_ref())
     }
+}
+
+/// GPT-2's tanh GELU through the backend's fused op.
+fn gelu<B: KernelBackend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::gelu_tanh(
+        x.into_primitive().tensor(),
+    )))
 }
 
 /// One block, `h[i]`.
@@ -287,7 +294,7 @@ impl<B: KernelBackend> InferModel<B> {
             let qkv = block.c_attn.forward(block.ln_1.forward(x.clone())); // [n, 3c]
             let a = cache.attend(i, qkv, segments); // [n, c]
             x = x + block.c_proj.forward(a);
-            let m = gelu_tanh(block.c_fc.forward(block.ln_2.forward(x.clone()))); // [n, 4c]
+            let m = gelu(block.c_fc.forward(block.ln_2.forward(x.clone()))); // [n, 4c]
             x = x + block.mlp_c_proj.forward(m); // [n, c]
         }
         x

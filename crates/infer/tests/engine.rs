@@ -1,7 +1,7 @@
 //! The engine against the fixture's reference generations (transformers' greedy
 //! `generate`; see `crates/model/tests/fixtures/tiny-gpt2/README.md`), alone, in
 //! one batch, joining a running batch, on Flex's kernels and on NdArray's plain Burn ops
-//! (wgpu is not covered yet: on lavapipe its decode steps diverge after the first token).
+//! (wgpu: an ignored test, as on lavapipe its decode steps diverge after the first token).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -103,6 +103,16 @@ fn greedy_matches_transformers_alone_and_in_a_batch_on_ndarray_default_ops() {
     greedy_matches_alone_and_batched::<NdArray>();
 }
 
+/// The default ops on a GPU backend. On lavapipe (software Vulkan) the prompt's token
+/// matches and the decode steps after it do not, with Burn's fused attention or with
+/// attention spelled out in matmuls; run it with `--features wgpu -- --ignored`.
+#[cfg(feature = "wgpu")]
+#[test]
+#[ignore = "wgpu decode diverges after the first token on lavapipe (issue 11)"]
+fn greedy_matches_transformers_alone_and_in_a_batch_on_wgpu() {
+    greedy_matches_alone_and_batched::<burn::backend::Wgpu>();
+}
+
 /// An f16 cache halves the cache's memory and keeps greedy output (attention runs in f32).
 #[test]
 fn an_f16_cache_keeps_greedy_output() {
@@ -126,6 +136,40 @@ fn an_f16_cache_keeps_greedy_output() {
             .err()
             .unwrap();
     assert!(err.to_string().starts_with("kv_cache F16"), "{err}");
+}
+
+/// A cache sized to the requests gives the same tokens, and refuses what could outgrow it.
+#[test]
+fn a_cache_smaller_than_the_context_keeps_output_and_refuses_what_cannot_fit() {
+    let (prompt, want) = cases()[1].clone(); // 7 tokens
+    let capacity = prompt.len() + want.len();
+    let device = Default::default();
+    let m = model::<Flex>(Quant::F32);
+    let cache =
+        SlotCache::<Flex>::with_capacity(&m.config, 1, capacity, KvDtype::F32, &device).unwrap();
+    let full = SlotCache::<Flex>::new(&m.config, 1, &device).bytes();
+    assert_eq!(cache.bytes() * m.config.n_positions, full * capacity);
+    let mut e = Engine::with_cache(m, None, cache);
+    let err = e.add(greedy(prompt.clone(), want.len() + 1)).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            InferError::Param {
+                param: "max_new_tokens",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let out = e.generate(vec![greedy(prompt, want.len())]).unwrap();
+    assert_eq!(out[0].new_ids, want);
+    let config = &e.model().config;
+    for bad in [0, config.n_positions + 1] {
+        let err = SlotCache::<Flex>::with_capacity(config, 1, bad, KvDtype::F32, &device)
+            .err()
+            .unwrap();
+        assert!(err.to_string().starts_with("cache_capacity"), "{err}");
+    }
 }
 
 #[test]

@@ -53,6 +53,12 @@ pub enum ModelError {
         "{len} positions do not fit the model's context of n_positions = {n_positions} tokens"
     )]
     ContextOverflow { len: usize, n_positions: usize },
+    /// A generation parameter out of its range, by name (`temperature`, `top_p`, …).
+    #[error("{param} {message}")]
+    Param {
+        param: &'static str,
+        message: String,
+    },
     /// Bad input to a model call (empty prompt, bad batch shape…).
     #[error("{0}")]
     Input(String),

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 
 use crate::error::{ModelError, Result};
 use crate::model::{ForwardOptions, Gpt};
-use crate::sampler::Sampler;
+use crate::sampling::{argmax, SamplingParams, TokenSampler};
 
 /// Settings for [`generate`].
 #[derive(Clone, Debug)]
@@ -33,20 +33,22 @@ impl Default for GenerateConfig {
 }
 
 impl GenerateConfig {
-    /// Checks the settings: a finite temperature ≥ 0, and a top-k of at least 1.
+    /// These settings as [`SamplingParams`], the token sampler's.
+    pub fn sampling(&self) -> SamplingParams {
+        SamplingParams {
+            max_new_tokens: self.max_new_tokens.max(1),
+            temperature: self.temperature,
+            top_k: self.top_k,
+            seed: self.seed,
+            stop_ids: self.stop_token.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Checks the settings by [`SamplingParams::validate`]'s rules (a finite temperature
+    /// ≥ 0, a top-k of at least 1); the error names the parameter.
     pub fn validate(&self) -> Result<()> {
-        if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return Err(ModelError::Input(format!(
-                "temperature must be a finite number ≥ 0 (0 is greedy), got {}",
-                self.temperature
-            )));
-        }
-        if self.top_k == Some(0) {
-            return Err(ModelError::Input(
-                "top_k must be at least 1 (leave it unset to sample from every token)".into(),
-            ));
-        }
-        Ok(())
+        self.sampling().validate()
     }
 }
 
@@ -75,7 +77,7 @@ pub fn generate<B: Backend>(
     }
     config.validate()?;
     let n_positions = model.n_positions();
-    let mut sampler = Sampler::new(config.temperature, config.top_k, config.seed);
+    let mut sampler = TokenSampler::new(config.sampling(), prompt, model.vocab_size());
     let mut cache = model.new_cache();
     let mut sequence = prompt.to_vec();
     let mut new_tokens = Vec::with_capacity(config.max_new_tokens);
@@ -102,7 +104,7 @@ pub fn generate<B: Backend>(
                 new_tokens.len() + 1
             )));
         }
-        let next = sampler.sample(&row);
+        let next = sampler.choose(&row).token;
         sequence.push(next);
         new_tokens.push(next);
         on_token(next);
@@ -132,7 +134,7 @@ pub fn generate_uncached<B: Backend>(
         let ids = model.tokens(&[&sequence[start..]], device)?;
         let logits = model.forward_with(ids, None, last_only)?.logits;
         let row: Vec<f32> = logits.into_data().iter::<f32>().collect();
-        sequence.push(crate::sampler::argmax(&row));
+        sequence.push(argmax(&row));
     }
     Ok(sequence[prompt.len()..].to_vec())
 }

@@ -19,7 +19,9 @@
 //!   [`Gpt::merge_lora`] folds them back; [`adapters`] saves adapters alone, on a
 //!   fingerprinted base.
 //! - [`perplexity`]: sliding-window loss and perplexity over a long text.
-//! - [`generate()`]: greedy / temperature / top-k sampling with the KV cache ([`Sampler`]).
+//! - [`generate()`]: a simple generation loop with the KV cache; [`TokenSampler`] and
+//!   [`SamplingParams`] choose tokens (greedy, temperature, top-k, top-p, min-p, penalties,
+//!   seeded), here and in `llm-infer`'s engine.
 //! - Weights: [`weights::load_weights`] (strict, both HF key layouts, safetensors and
 //!   `pytorch_model.bin`), [`weights::save_hf_dir`] (export), [`Checkpoint`] (our format,
 //!   SHA-256 per section, verified on load), [`CheckpointDir`] (a run's checkpoints: the
@@ -61,7 +63,7 @@ mod loss;
 mod model;
 pub mod pretrained;
 mod proj;
-mod sampler;
+pub mod sampling;
 pub mod weights;
 
 pub use attention::Attention;
@@ -79,7 +81,7 @@ pub use loss::{
 };
 pub use model::{gelu_tanh, Block, ForwardOptions, ForwardOutput, Gpt, Mlp};
 pub use proj::{Lora, LoraConfig, Proj, LORA_TARGETS};
-pub use sampler::{argmax, Sampler};
+pub use sampling::{argmax, Choice, SamplingParams, TokenSampler};
 
 /// Writes a file atomically (temporary file + rename), with the error naming the file.
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {

@@ -157,6 +157,17 @@ impl KernelBackend for Flex {
         FlexTensor::from_data(TensorData::new(y, [m, weight.n]))
     }
 
+    fn gelu_tanh(x: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return infer::gelu_tanh_default::<Flex>(x);
+        }
+        // Copy-on-write: in place when the caller held the only reference.
+        let mut x = contiguous(x);
+        let values: &mut [f32] = x.storage_mut();
+        values.par_chunks_mut(1 << 14).for_each(simd::gelu_tanh);
+        x
+    }
+
     fn cached_attention(
         qkv: FlexTensor,
         k_cache: FlexTensor,

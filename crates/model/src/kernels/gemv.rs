@@ -607,6 +607,40 @@ mod tests {
         }
     }
 
+    /// Each int8 kernel this CPU can run, at every activation-row count `gemv_q8` uses,
+    /// against the scalar dot product.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_int8_kernel_matches_the_scalar_dot() {
+        type Kernel<const M: usize> = unsafe fn(&[i8], &[f32], &[i8], &[f32]) -> [f32; M];
+        fn check<const M: usize>(kernel: Kernel<M>) {
+            let k = 96;
+            let kb = k / Q8_BLOCK;
+            let w = Q8Matrix::quantize(&data(k, 3), 1, k);
+            let x = quantize_rows(&data(M * k, 5));
+            // SAFETY: the caller checked the CPU's features.
+            let got = unsafe { kernel(&x.qs, &x.scales, &w.qs, &w.scales) };
+            for (r, g) in got.iter().enumerate() {
+                let (xq, xs) = (&x.qs[r * k..][..k], &x.scales[r * kb..][..kb]);
+                let want = dot_q8_scalar(xq, xs, &w.qs, &w.scales);
+                assert!(
+                    (g - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "{g} vs {want}"
+                );
+            }
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            check::<1>(x86::dot_q8_avx2::<1>);
+            check::<2>(x86::dot_q8_avx2::<2>);
+            check::<4>(x86::dot_q8_avx2::<4>);
+        }
+        if level() == Level::Avx512Vnni {
+            check::<1>(x86::dot_q8_vnni::<1>);
+            check::<2>(x86::dot_q8_vnni::<2>);
+            check::<4>(x86::dot_q8_vnni::<4>);
+        }
+    }
+
     #[test]
     fn attention_is_a_softmax_weighted_sum() {
         let (t, d) = (5, 16);

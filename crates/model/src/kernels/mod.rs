@@ -10,13 +10,14 @@
 //! | [`KernelBackend::lm_head_logits`] (`h · wteᵀ`) | matmul | gemm into a fresh buffer (Flex's matmul zero-fills and copies its output) | matmul's |
 //! | [`KernelBackend::lm_head_nll`] (the two above) | both | both | one node: cross-entropy's in place, then `dh = g · wte`, `dwte = gᵀ · h` |
 //!
-//! Generation (`llm-infer`) adds three inference-only ops (no backward):
+//! Generation (`llm-infer`) adds four inference-only ops (no backward):
 //!
 //! | op | default | Flex |
 //! |----|---------|------|
 //! | [`KernelBackend::linear_nt`] (`x · wᵀ + b`, `w` as `[out, in]`) | matmul | a few rows: one pass over `w`, 16-lane dot products, rows of `w` across threads ([`gemv`]); many rows: gemm |
 //! | [`KernelBackend::linear_q8`] (the same with [`Q8Matrix`] weights) | dequantize, then `linear_nt` | activations quantized per step, int8 dot products (VNNI / AVX2 / scalar) |
-//! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign` + Burn's attention per sequence | written in place; every (token, head) in parallel |
+//! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign`, then softmax(q·kᵀ)·v in matmuls per sequence | written in place; every (token, head) in parallel |
+//! | [`KernelBackend::gelu_tanh`] | `x / (1 + e^(−2·√(2/π)·(x + 0.044715·x³)))` in tensor ops | one vectorised pass, in place |
 //!
 //! Adding an op: a method here with its default body, an override in [`flex`] if it pays,
 //! and a `Backward` in the `Autodiff` impl if it trains.
@@ -106,6 +107,12 @@ pub trait KernelBackend: Backend {
     ) -> FloatTensor<Self> {
         let w = infer::dequantize::<Self>(weight, &Self::float_device(&x));
         Self::linear_nt(x, w, bias)
+    }
+
+    /// GPT-2's tanh GELU of a matrix `x [m, n]`, elementwise (the formula of
+    /// [`crate::gelu_tanh`]). Inference only.
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        infer::gelu_tanh_default::<Self>(x)
     }
 
     /// Causal attention of new tokens over a KV cache. `qkv [n_tokens, 3·c]` holds the

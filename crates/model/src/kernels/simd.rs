@@ -72,6 +72,18 @@ fn scaled_exp_lanes(row: &mut [f32], shift: f32, scale: f32) {
     }
 }
 
+/// GPT-2's GELU, `x / (1 + e^(−2·√(2/π)·(x + 0.044715·x³)))` (= `0.5·x·(1 + tanh(…))`),
+/// in place.
+#[inline(always)]
+fn gelu_tanh_lanes(row: &mut [f32]) {
+    const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
+    for x in row.iter_mut() {
+        let v = *x;
+        let z = (v * v * 0.044715 + 1.0) * v * -TWO_SQRT_2_OVER_PI;
+        *x = v / (exp(z) + 1.0);
+    }
+}
+
 /// One module of entry points per instruction set; each inlines the lane loops above.
 macro_rules! compiled_for {
     ($name:ident, $features:literal) => {
@@ -88,6 +100,10 @@ macro_rules! compiled_for {
             #[target_feature(enable = $features)]
             pub fn scaled_exp(row: &mut [f32], shift: f32, scale: f32) {
                 super::scaled_exp_lanes(row, shift, scale)
+            }
+            #[target_feature(enable = $features)]
+            pub fn gelu_tanh(row: &mut [f32]) {
+                super::gelu_tanh_lanes(row)
             }
         }
     };
@@ -137,6 +153,18 @@ pub fn scaled_exp(row: &mut [f32], shift: f32, scale: f32) {
     }
 }
 
+/// GPT-2's tanh GELU over a row, in place (the formula of `llm_model::gelu_tanh`).
+pub fn gelu_tanh(row: &mut [f32]) {
+    match level() {
+        // SAFETY: as in `max`.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 | Level::Avx512Vnni => unsafe { avx512::gelu_tanh(row) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { avx2::gelu_tanh(row) },
+        _ => gelu_tanh_lanes(row),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +202,29 @@ mod tests {
         scaled_exp_lanes(&mut b, m, 0.5);
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() <= 1e-6 * y.abs(), "{x} vs {y}");
+        }
+        let mut a = row.clone();
+        let mut b = row.clone();
+        gelu_tanh(&mut a);
+        gelu_tanh_lanes(&mut b);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn gelu_is_the_tanh_formula() {
+        for i in 0..=20_000 {
+            let x = -30.0 + 60.0 * i as f32 / 20_000.0;
+            let v = x as f64;
+            let want =
+                0.5 * v * (1.0 + (0.797_884_560_802_865_4 * (v + 0.044715 * v * v * v)).tanh());
+            let mut got = [x];
+            gelu_tanh(&mut got);
+            let err = (got[0] as f64 - want).abs();
+            assert!(
+                err <= 1e-6 * want.abs().max(1.0),
+                "gelu({x}) = {} vs {want}",
+                got[0]
+            );
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Token sampling: turning one row of logits into the next token.
+//! Token sampling: turning one row of logits into the next token. One implementation
+//! serves the reference loop ([`crate::generate()`]) and `llm-infer`'s engine.
 //!
 //! Order of operations (as in Hugging Face's logits processors, OpenAI's penalties):
 //! 1. repetition penalty on every token already in the sequence (`l / p` if `l > 0`, else
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::error::{InferError, Result};
+use crate::error::{ModelError, Result};
 
 /// How a request picks its tokens, and when it stops.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,8 +65,8 @@ impl Default for SamplingParams {
     }
 }
 
-fn bad(param: &'static str, message: String) -> InferError {
-    InferError::Param { param, message }
+fn bad(param: &'static str, message: String) -> ModelError {
+    ModelError::Param { param, message }
 }
 
 impl SamplingParams {
@@ -260,11 +261,17 @@ impl TokenSampler {
 
 /// Index of the largest value (the first on a tie), as `torch.argmax`.
 pub fn argmax(values: &[f32]) -> u32 {
-    llm_model::argmax(values)
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 fn log_sum_exp(logits: &[f32]) -> f32 {
-    llm_model::kernels::simd::log_sum_exp(logits) as f32
+    crate::kernels::simd::log_sum_exp(logits) as f32
 }
 
 /// The `n` largest, best first (ties by lower id).
@@ -308,7 +315,7 @@ mod tests {
         for (p, name) in cases {
             let e = p.validate().unwrap_err();
             assert!(
-                matches!(&e, InferError::Param { param, .. } if *param == name),
+                matches!(&e, ModelError::Param { param, .. } if *param == name),
                 "{e}"
             );
             assert!(e.to_string().contains(name), "{e}");
