@@ -16,7 +16,7 @@
 //! |----|---------|------|
 //! | [`KernelBackend::linear_nt`] (`x · wᵀ + b`, `w` as `[out, in]`) | matmul | a few rows: one pass over `w`, 16-lane dot products, rows of `w` across threads ([`gemv`]); many rows: gemm |
 //! | [`KernelBackend::linear_q8`] (the same with [`Q8Matrix`] weights) | dequantize, then `linear_nt` | activations quantized per step, int8 dot products (VNNI / AVX2 / scalar) |
-//! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign`, then softmax(q·kᵀ)·v in matmuls per sequence | written in place; every (token, head) in parallel |
+//! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign` + Burn's attention per sequence | written in place; every (token, head) in parallel |
 //! | [`KernelBackend::gelu_tanh`] | `x / (1 + e^(−2·√(2/π)·(x + 0.044715·x³)))` in tensor ops | one vectorised pass, in place |
 //!
 //! Adding an op: a method here with its default body, an override in [`flex`] if it pays,
