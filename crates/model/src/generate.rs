@@ -36,6 +36,7 @@ impl GenerateConfig {
     /// These settings as [`SamplingParams`], the token sampler's.
     pub fn sampling(&self) -> SamplingParams {
         SamplingParams {
+            // `generate` allows 0 new tokens (it returns none); the sampler's check does not.
             max_new_tokens: self.max_new_tokens.max(1),
             temperature: self.temperature,
             top_k: self.top_k,
