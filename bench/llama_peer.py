@@ -10,7 +10,7 @@ sampling loop beyond an argmax), with the same prompts as the Rust side:
 - decode_tok_s: batch 1, 128 new tokens after a 32-token prompt (median of 3);
 - batch_tok_s: 8 sequences of 32-token prompts decoding 128 tokens each, one
   `llama_decode` of 8 tokens per step (aggregate new tokens / decode time);
-- peak_rss_mb: this process's peak RSS (ru_maxrss) after the batch-1 work, the GGUF
+- peak_rss_mb: this process's peak RSS (VmHWM) after the batch-1 work, the GGUF
   memory-mapped as llama.cpp does; peak_rss_batch_mb after batch 8.
 
 Prints one JSON object. Needs `pip install llama-cpp-python gguf numpy`.
@@ -19,7 +19,6 @@ Prints one JSON object. Needs `pip install llama-cpp-python gguf numpy`.
 import argparse
 import json
 import os
-import resource
 import statistics
 import struct
 import subprocess
@@ -228,7 +227,13 @@ def decode(llm, batch, prompt_len, new, n_ctx, runs):
 
 
 def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS (VmHWM). Not `ru_maxrss`: on Linux it also took the GGUF
+    conversion child's 2.5 GB peak (measured), whatever llama.cpp itself used."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main():

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use llm_bpe::{Allowed, Gpt2Tokenizer};
+use llm_infer::Quant;
 use llm_model::backend::{run_on, BackendKind, BackendTask};
 use llm_model::hub::Hub;
 use llm_model::pretrained::{self, ModelSource};
@@ -159,7 +160,11 @@ pub struct EvalArgs {
     /// (int8 Q8_0), to compare the two on the same text; one window at a time. A model
     /// saved by `cargo xtask quantize` is always scored this way.
     #[arg(long)]
-    quant: Option<llm_infer::Quant>,
+    quant: Option<Quant>,
+    /// With `--quant q8`: also run the f32 weights and report how often the two agree on
+    /// the most likely next token (greedy-token agreement).
+    #[arg(long, requires = "quant")]
+    agreement: bool,
 }
 
 struct EvalTask<'a> {
@@ -175,11 +180,16 @@ impl BackendTask for EvalTask<'_> {
         let saved_int8 = matches!(&self.resolved.source,
             ModelSource::HfDir(dir) if llm_infer::quantized::is_quantized_dir(dir));
         let start = std::time::Instant::now();
+        let mut agreement = None;
         let (p, context, stride) = if self.args.quant.is_some() || saved_int8 {
             // Through the engine's layout: f32 or int8 weights, one window at a time.
             let model = load_infer_model::<B>(self.resolved, self.args.quant, &device)?;
             check_vocab(&self.resolved.tokenizer, model.vocab_size())?;
             let (context, stride) = self.window(model.n_positions())?;
+            if self.args.agreement {
+                let f32 = load_infer_model::<B>(self.resolved, Some(Quant::F32), &device)?;
+                agreement = Some(model.top1_agreement(&f32, &self.ids, context, stride)?);
+            }
             (
                 model.perplexity(&self.ids, context, stride)?,
                 context,
@@ -205,12 +215,21 @@ impl BackendTask for EvalTask<'_> {
             v["context"] = context.into();
             v["stride"] = stride.into();
             v["seconds"] = secs.into();
+            if let Some((agree, scored)) = agreement {
+                v["top1_agreement"] = (agree as f64 / scored as f64).into();
+            }
             println!("{v}");
         } else {
             println!(
                 "loss {:.4}  perplexity {:.3}  ({} tokens scored, {} windows of {context} with stride {stride}, {secs:.1}s)",
                 p.loss, p.perplexity, p.tokens, p.windows
             );
+            if let Some((agree, scored)) = agreement {
+                println!(
+                    "greedy-token agreement with f32: {:.2}% ({agree} of {scored} positions)",
+                    100.0 * agree as f64 / scored as f64
+                );
+            }
         }
         Ok(())
     }

@@ -86,7 +86,7 @@ const CASES: &[Case] = &[
         0, &["note", "129 tokens", "the last 128"]),
     case("generate-non-finite-weights", "a model whose weights hold NaN",
         &["generate", "--model", "{nan_model}", "--prompt", "x"],
-        1, &["not finite", "ln_f.gamma", "model.safetensors"]),
+        1, &["not finite", "transformer.ln_f.weight", "model.safetensors"]),
     case("generate-corrupt-checkpoint", "one byte flipped a quarter into the weights",
         &["generate", "--model", "{flipped}", "--prompt", "x"],
         1, &["flipped.ckpt", "corrupt checkpoint", "section \"model\"", "SHA-256"]),
@@ -105,7 +105,7 @@ const CASES: &[Case] = &[
     // eval
     case("eval-non-finite-weights", "a model whose weights hold NaN",
         &["eval", "--model", "{nan_model}", "--file", VERDICT],
-        1, &["not finite", "ln_f.gamma"]),
+        1, &["not finite", "transformer.ln_f.weight"]),
     case("eval-batch-size-zero", "--batch-size 0",
         &["eval", "--model", "{fixture}", "--file", VERDICT, "--batch-size", "0"],
         2, &["--batch-size", "at least 1"]),

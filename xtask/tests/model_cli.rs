@@ -417,4 +417,21 @@ fn quantize_writes_int8_weights_that_load_back() {
     let (p32, p8) = (ppl(&f, &["--quant", "f32"]), ppl(&f, &["--quant", "q8"]));
     assert!((p8 / p32 - 1.0).abs() < 0.01, "{p8} vs {p32}");
     assert_eq!(ppl(q8, &[]), p8);
+    // --agreement runs the f32 weights too and reports greedy-token agreement.
+    let said = ok(
+        &[
+            "eval",
+            "--model",
+            &f,
+            "--file",
+            "assets/data/the-verdict.txt",
+            "--context",
+            "128",
+            "--quant",
+            "q8",
+            "--agreement",
+        ],
+        &[],
+    );
+    assert!(said.contains("greedy-token agreement with f32"), "{said}");
 }

@@ -26,7 +26,7 @@ use burn::tensor::{Device, Tensor};
 use llm_infer::{Engine, InferModel, KvDtype, Quant, Request, SamplingParams, SlotCache};
 use llm_model::backend::DefaultBackend;
 use llm_model::pretrained::{self, ModelSource};
-use llm_model::{Gpt, Gpt2Config, Segment};
+use llm_model::{Gpt, Gpt2Config, KernelBackend, Segment};
 use serde_json::{json, Value};
 
 #[global_allocator]
@@ -138,21 +138,24 @@ fn time(mut f: impl FnMut()) -> f64 {
 }
 
 /// Where one batch-1 decode step goes. The parts are timed at the step's shapes, in the
-/// step's order (every layer's weights once, so that none is still in cache).
+/// step's order (every layer's weights once, so that none is still in cache), each part in
+/// one pass as the engine runs it ([`KernelBackend::run_pass`]).
 fn profile(model: &InferModel<B>, step_s: f64, device: &Device<B>) -> Value {
     let c = model.config.n_embd;
     let x = Tensor::<B, 2>::ones([1, c], device);
     let x4 = Tensor::<B, 2>::ones([1, model.config.inner_dim()], device);
     let sync = |t: Tensor<B, 2>| B::sync(&t.device()).unwrap();
     let blocks = time(|| {
-        for b in &model.h {
-            sync(b.c_attn.forward(x.clone()));
-            sync(b.c_proj.forward(x.clone()));
-            sync(b.c_fc.forward(x.clone()));
-            sync(b.mlp_c_proj.forward(x4.clone()));
-        }
+        B::run_pass(|| {
+            for b in &model.h {
+                sync(b.c_attn.forward(x.clone()));
+                sync(b.c_proj.forward(x.clone()));
+                sync(b.c_fc.forward(x.clone()));
+                sync(b.mlp_c_proj.forward(x4.clone()));
+            }
+        })
     });
-    let head = time(|| sync(model.wte.linear(x.clone(), None)));
+    let head = time(|| B::run_pass(|| sync(model.wte.linear(x.clone(), None))));
     let mut cache = SlotCache::<B>::with_dtype(&model.config, 1, KV, device).unwrap();
     let qkv = Tensor::<B, 2>::ones([1, 3 * c], device);
     let seg = [Segment {
@@ -160,7 +163,14 @@ fn profile(model: &InferModel<B>, step_s: f64, device: &Device<B>) -> Value {
         pos: DECODE_PROMPT + NEW / 2,
         len: 1,
     }];
-    let attention = model.config.n_layer as f64 * time(|| sync(cache.attend(0, qkv.clone(), &seg)));
+    let layers = model.config.n_layer;
+    let attention = time(|| {
+        B::run_pass(|| {
+            for layer in 0..layers {
+                sync(cache.attend(layer, qkv.clone(), &seg));
+            }
+        })
+    });
     let rest = (step_s - blocks - head - attention).max(0.0);
     let pct = |v: f64| (1000.0 * v / step_s).round() / 10.0;
     json!({

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use burn::nn::LayerNorm;
 use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
 use llm_model::kernels::{simd, Q8_BLOCK};
+use llm_model::sampling::argmax;
 use llm_model::{Gpt, Gpt2Config, KernelBackend, Proj, Q8Matrix, Segment};
 
 use crate::cache::SlotCache;
@@ -53,7 +54,8 @@ impl<B: KernelBackend> Weight<B> {
         let [n, k] = w.dims();
         match quant {
             Quant::Q8 if k.is_multiple_of(Q8_BLOCK) => {
-                let values: Vec<f32> = w.into_data().convert::<f32>().to_vec().unwrap();
+                // No copy: the tensor held the only reference.
+                let values: Vec<f32> = w.into_data().convert::<f32>().into_vec().unwrap();
                 Weight::Q8(Arc::new(Q8Matrix::quantize(&values, n, k)))
             }
             _ => Weight::F32(w),
@@ -119,7 +121,7 @@ pub struct Linear<B: KernelBackend> {
 impl<B: KernelBackend> Linear<B> {
     /// From a [`Proj`] (`[in, out]`, HF's `Conv1D`), transposed once to `[out, in]`.
     fn from_proj(p: Proj<B>, quant: Quant) -> Self {
-        let w = p.weight.val();
+        let w = p.weight.into_value();
         let device = w.device();
         let w_t = Tensor::from_data(w.transpose().into_data(), &device); // [out, in], contiguous
         Linear {
@@ -178,6 +180,9 @@ impl<B: KernelBackend> InferModel<B> {
             model
         };
         let config = model.config.clone();
+        // Each f32 weight is consumed as it is converted (and, loaded from safetensors, read
+        // only now): an int8 model never holds all of its f32 weights, `wte` first.
+        let wte = Weight::new(model.wte.weight.into_value(), quant);
         let h = model
             .h
             .into_iter()
@@ -191,8 +196,8 @@ impl<B: KernelBackend> InferModel<B> {
             })
             .collect();
         InferModel {
-            wte: Weight::new(model.wte.weight.val(), quant),
-            wpe: model.wpe.weight.val(),
+            wte,
+            wpe: model.wpe.weight.into_value(),
             h,
             ln_f: model.ln_f,
             lm_head: model.lm_head.map(|p| Linear::from_proj(p, quant)),
@@ -240,17 +245,24 @@ impl<B: KernelBackend> InferModel<B> {
         segments: &[Segment],
         cache: &mut SlotCache<B>,
     ) -> Tensor<B, 2> {
-        let device = self.wpe.device();
-        let x = self.forward_hidden(ids, segments, cache); // [n, c]
-        let mut last = Vec::with_capacity(segments.len());
-        let mut end = 0;
-        for s in segments {
-            end += s.len;
-            last.push(end as i64 - 1);
-        }
+        B::run_pass(|| {
+            let x = self.forward_hidden(ids, segments, cache); // [n, c]
+            self.head(self.last_of_each(x, segments)) // [segments, vocab]
+        })
+    }
+
+    /// Each segment's last row of `x [n, c]`: `[segments, c]`.
+    fn last_of_each(&self, x: Tensor<B, 2>, segments: &[Segment]) -> Tensor<B, 2> {
+        let last: Vec<i64> = segments
+            .iter()
+            .scan(0, |end, s| {
+                *end += s.len;
+                Some(*end as i64 - 1)
+            })
+            .collect();
         let k = last.len();
-        let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [k]), &device);
-        self.head(x.select(0, last)) // [segments, vocab]
+        let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [k]), &self.wpe.device());
+        x.select(0, last)
     }
 
     /// As [`InferModel::forward`], but the logits of every new token, `[ids, vocab]`
@@ -261,8 +273,7 @@ impl<B: KernelBackend> InferModel<B> {
         segments: &[Segment],
         cache: &mut SlotCache<B>,
     ) -> Tensor<B, 2> {
-        let x = self.forward_hidden(ids, segments, cache);
-        self.head(x)
+        B::run_pass(|| self.head(self.forward_hidden(ids, segments, cache)))
     }
 
     /// `ln_f`, then the LM head: `[m, c]` to `[m, vocab]`.
@@ -309,45 +320,101 @@ impl<B: KernelBackend> InferModel<B> {
         context: usize,
         stride: usize,
     ) -> crate::Result<llm_model::Perplexity> {
-        let n_positions = self.n_positions();
-        if ids.len() < 2 || !(2..=n_positions).contains(&context) || stride == 0 || stride > context
-        {
-            return Err(crate::InferError::Param {
-                param: "context",
-                message: format!("needs at least 2 tokens, 2 ≤ context ≤ {n_positions} and 1 ≤ stride ≤ context; got {} tokens, context {context}, stride {stride}", ids.len()),
-            });
-        }
-        let vocab = self.vocab_size();
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(crate::InferError::TokenOutOfRange {
-                id,
-                vocab_size: vocab,
-            });
-        }
-        let mut cache = SlotCache::new(&self.config, 1, &self.wpe.device());
-        let all = llm_model::windows(ids.len(), context, stride);
         let (mut nll, mut tokens) = (0f64, 0usize);
-        for w in &all {
-            let seg = [Segment {
-                slot: 0,
-                pos: 0,
-                len: w.end - w.begin,
-            }];
-            let logits = self.forward_all(&ids[w.begin..w.end], &seg, &mut cache);
-            let logits: Vec<f32> = logits.into_data().convert::<f32>().to_vec().expect("f32");
-            for (p, row) in (w.begin..w.end).zip(logits.chunks_exact(vocab)) {
-                if p + 1 < w.end && p + 1 >= w.score_from {
-                    nll += simd::log_sum_exp(row) - row[ids[p + 1] as usize] as f64;
-                    tokens += 1;
-                }
-            }
-        }
+        let windows = self.scored_rows(ids, context, stride, |[row], next| {
+            nll += simd::log_sum_exp(row) - row[next as usize] as f64;
+            tokens += 1;
+        })?;
         let loss = nll / tokens as f64;
         Ok(llm_model::Perplexity {
             loss,
             perplexity: loss.exp(),
             tokens,
-            windows: all.len(),
+            windows,
         })
     }
+
+    /// How often this model's most likely next token is `reference`'s, over the positions
+    /// [`InferModel::perplexity`] scores: int8 weights against f32, say. Returns
+    /// `(agreeing, scored)`.
+    pub fn top1_agreement(
+        &self,
+        reference: &InferModel<B>,
+        ids: &[u32],
+        context: usize,
+        stride: usize,
+    ) -> crate::Result<(usize, usize)> {
+        let pair = [self, reference];
+        let (mut agree, mut scored) = (0, 0);
+        walk_scored_rows(&pair, ids, context, stride, |[a, b], _| {
+            agree += usize::from(argmax(a) == argmax(b));
+            scored += 1;
+        })?;
+        Ok((agree, scored))
+    }
+
+    /// Runs `ids` in sliding windows and calls `row([logits], next)` for each scored
+    /// position: its logits and the token that follows. Returns the number of windows.
+    fn scored_rows(
+        &self,
+        ids: &[u32],
+        context: usize,
+        stride: usize,
+        row: impl FnMut([&[f32]; 1], u32),
+    ) -> crate::Result<usize> {
+        walk_scored_rows(&[self], ids, context, stride, row)
+    }
+}
+
+/// [`InferModel::perplexity`]'s windows through `N` models at once, each with its own
+/// cache: `row(logits of each model, next token)` for every scored position.
+fn walk_scored_rows<B: KernelBackend, const N: usize>(
+    models: &[&InferModel<B>; N],
+    ids: &[u32],
+    context: usize,
+    stride: usize,
+    mut row: impl FnMut([&[f32]; N], u32),
+) -> crate::Result<usize> {
+    let first = models[0];
+    let n_positions = first.n_positions();
+    if ids.len() < 2 || !(2..=n_positions).contains(&context) || stride == 0 || stride > context {
+        return Err(crate::InferError::Param {
+            param: "context",
+            message: format!("needs at least 2 tokens, 2 ≤ context ≤ {n_positions} and 1 ≤ stride ≤ context; got {} tokens, context {context}, stride {stride}", ids.len()),
+        });
+    }
+    let vocab = first.vocab_size();
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(crate::InferError::TokenOutOfRange {
+            id,
+            vocab_size: vocab,
+        });
+    }
+    let mut caches: Vec<SlotCache<B>> = models
+        .iter()
+        .map(|m| SlotCache::new(&m.config, 1, &m.wpe.device()))
+        .collect();
+    let all = llm_model::windows(ids.len(), context, stride);
+    for w in &all {
+        let seg = [Segment {
+            slot: 0,
+            pos: 0,
+            len: w.end - w.begin,
+        }];
+        let logits: Vec<Vec<f32>> = models
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(m, cache)| {
+                let l = m.forward_all(&ids[w.begin..w.end], &seg, cache);
+                l.into_data().convert::<f32>().to_vec().expect("f32")
+            })
+            .collect();
+        for (i, p) in (w.begin..w.end).enumerate() {
+            if p + 1 < w.end && p + 1 >= w.score_from {
+                let rows = std::array::from_fn(|m| &logits[m][i * vocab..(i + 1) * vocab]);
+                row(rows, ids[p + 1]);
+            }
+        }
+    }
+    Ok(all.len())
 }

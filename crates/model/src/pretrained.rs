@@ -92,7 +92,8 @@ pub fn weights_in(dir: &Path) -> Result<PathBuf> {
         })
 }
 
-/// Loads a GPT-2 from a Hugging Face directory.
+/// Loads a GPT-2 from a Hugging Face directory (see [`load_weights`]: every tensor is
+/// checked now, a safetensors file's values are read at first use).
 pub fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Gpt<B>, Gpt2Config)> {
     let config = Gpt2Config::from_json_file(dir.join(CONFIG_FILE))?;
     let weights = WeightFile::open(weights_in(dir)?)?;
@@ -102,36 +103,35 @@ pub fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Gpt<B>
 /// Loads whatever `source` names. Weights holding NaN or infinity are an error
 /// ([`ModelError::NonFinite`]) naming the file and the tensor.
 pub fn load<B: Backend>(source: &ModelSource, device: &B::Device) -> Result<(Gpt<B>, Gpt2Config)> {
-    let (model, config, path) = match source {
-        ModelSource::HfDir(dir) => {
-            let (model, config) = load_hf_dir(dir, device)?;
-            (model, config, weights_in(dir)?)
-        }
-        ModelSource::Checkpoint(path) => {
-            let ckpt = Checkpoint::load(path)?;
-            let model = match ckpt.lora_base() {
-                // Adapters alone: load the base they name, then put them on it.
-                Some((base, _)) => {
-                    let (base, _) = load(&locate(&base.model, &Hub::from_env()?)?, device)?;
-                    // A base that is itself a LoRA run: its adapters are part of the base.
-                    let base = if base.has_lora() {
-                        base.merge_lora()
-                    } else {
-                        base
-                    };
-                    ckpt.adapted(base, device)
-                        .map_err(|e| ModelError::file(path, e.to_string()))?
-                }
-                None => ckpt.model(device)?,
+    match source {
+        // The loader checks every tensor as it finds it (and reads it at first use).
+        ModelSource::HfDir(dir) => load_hf_dir(dir, device),
+        ModelSource::Checkpoint(path) => load_checkpoint(path, device),
+    }
+}
+
+fn load_checkpoint<B: Backend>(path: &Path, device: &B::Device) -> Result<(Gpt<B>, Gpt2Config)> {
+    let ckpt = Checkpoint::load(path)?;
+    let model = match ckpt.lora_base() {
+        // Adapters alone: load the base they name, then put them on it.
+        Some((base, _)) => {
+            let (base, _) = load(&locate(&base.model, &Hub::from_env()?)?, device)?;
+            // A base that is itself a LoRA run: its adapters are part of the base.
+            let base = if base.has_lora() {
+                base.merge_lora()
+            } else {
+                base
             };
-            (model, ckpt.config, path.clone())
+            ckpt.adapted(base, device)
+                .map_err(|e| ModelError::file(path, e.to_string()))?
         }
+        None => ckpt.model(device)?,
     };
     if let Some(tensor) = model.first_non_finite() {
         return Err(ModelError::NonFinite {
-            path: Some(path),
+            path: Some(path.into()),
             tensor,
         });
     }
-    Ok((model, config))
+    Ok((model, ckpt.config))
 }

@@ -4,7 +4,9 @@
 //!
 //! Likewise llm-e2e's own fused cross-entropy (`llm_model::kernels`), which picks AVX-512,
 //! AVX2 or baseline code at run time: its loss and gradient equal the composite ones
-//! (Burn's ops and autodiff). CI runs this binary under emulated Haswell and qemu64 too.
+//! (Burn's ops and autodiff); and the generation kernels (f32 and int8 GEMV, attention over
+//! an f32 or f16 cache) equal plain f64 loops. CI runs this binary under emulated Haswell
+//! and qemu64 too, so the AVX2 and scalar code paths are checked on every change.
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::{
@@ -253,4 +255,104 @@ fn flex_fused_cross_entropy_matches_composite() {
 fn ndarray_default_cross_entropy_matches_composite() {
     check_cross_entropy::<NdArray>(&Default::default());
     check_lm_head::<NdArray>(&Default::default());
+}
+
+/// Deterministic values in [-1, 1).
+fn values(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| (((i + seed) * 7919) % 2000) as f32 / 1000.0 - 1.0)
+        .collect()
+}
+
+#[test]
+fn generation_kernels_match_plain_loops() {
+    use llm_model::kernels::gemv::{attend, gemv_f32, gemv_q8};
+    use llm_model::kernels::q8::quantize_rows;
+    use llm_model::Q8Matrix;
+
+    let (n, k) = (37, 96);
+    let w = values(n * k, 3);
+    let wq = Q8Matrix::quantize(&w, n, k);
+    let w8 = wq.dequantize();
+    for m in [1, 3, 5] {
+        let x = values(m * k, m);
+        let xq = quantize_rows(&x);
+        let x8 = Q8Matrix::quantize(&x, m, k).dequantize(); // the activations as rounded
+        let want = naive(&x, &transpose(&w, n, k), m, k, n);
+        let want8 = naive(&x8, &transpose(&w8, n, k), m, k, n);
+        let got = gemv_f32(&x, m, &w, n, k, None);
+        let got8 = gemv_q8(&xq, m, &wq, None);
+        for i in 0..m * n {
+            assert!(
+                (got[i] as f64 - want[i]).abs() < 1e-4,
+                "f32 m {m}: {} vs {}",
+                got[i],
+                want[i]
+            );
+            assert!(
+                (got8[i] as f64 - want8[i]).abs() < 1e-4,
+                "q8 m {m}: {} vs {}",
+                got8[i],
+                want8[i]
+            );
+        }
+    }
+
+    // Attention of one query over 13 positions, the cache in f32 and in f16.
+    let (t, d) = (13, 80); // 80: a tail after the 16-lane chunks
+    let (q, keys, vals) = (values(d, 1), values(t * d, 2), values(t * d, 4));
+    let half =
+        |v: &[f32]| -> Vec<half::f16> { v.iter().map(|&x| half::f16::from_f32(x)).collect() };
+    let (keys_h, vals_h) = (half(&keys), half(&vals));
+    let widen = |v: &[half::f16]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
+    let reference = |keys: &[f32], vals: &[f32]| -> Vec<f64> {
+        let s: Vec<f64> = (0..t)
+            .map(|j| {
+                0.25 * (0..d)
+                    .map(|i| q[i] as f64 * keys[j * d + i] as f64)
+                    .sum::<f64>()
+            })
+            .collect();
+        let max = s.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = s.iter().map(|v| (v - max).exp()).sum();
+        (0..d)
+            .map(|i| {
+                (0..t)
+                    .map(|j| (s[j] - max).exp() / z * vals[j * d + i] as f64)
+                    .sum()
+            })
+            .collect()
+    };
+    let mut out = vec![0f32; d];
+    attend(&q, &keys, &vals, 0.25, &mut Vec::new(), &mut out);
+    let mut out_h = vec![0f32; d];
+    attend(&q, &keys_h, &vals_h, 0.25, &mut Vec::new(), &mut out_h);
+    let (want, want_h) = (
+        reference(&keys, &vals),
+        reference(&widen(&keys_h), &widen(&vals_h)),
+    );
+    for i in 0..d {
+        assert!(
+            (out[i] as f64 - want[i]).abs() < 1e-5,
+            "f32 cache: {} vs {}",
+            out[i],
+            want[i]
+        );
+        assert!(
+            (out_h[i] as f64 - want_h[i]).abs() < 1e-5,
+            "f16 cache: {} vs {}",
+            out_h[i],
+            want_h[i]
+        );
+    }
+}
+
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    t
 }

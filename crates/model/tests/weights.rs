@@ -117,6 +117,35 @@ fn missing_and_unexpected_tensors_are_errors() {
     load_file(&config, &masks).unwrap();
 }
 
+/// Every tensor is checked at load, so a NaN is an error naming the file and the tensor;
+/// the values themselves are read at first use (`parity.rs` checks them against
+/// transformers).
+#[test]
+fn tensors_are_checked_at_load_and_read_at_first_use() {
+    let config = Gpt2Config::from_json_file(fixture_dir().join("config.json")).unwrap();
+    let model = load_file(&config, &fixture_dir().join("model.safetensors")).unwrap();
+    assert!(!model.wte.weight.is_initialized(), "read before use");
+    assert!(logits_of(&model).iter().all(|v| v.is_finite()));
+    assert!(model.wte.weight.is_initialized());
+
+    let dir = tempfile::tempdir().unwrap();
+    let nan = dir.path().join("nan.safetensors");
+    rewrite(&nan, |t| {
+        let (_, _, data) = t
+            .iter_mut()
+            .find(|(k, _, _)| k == "transformer.h.1.mlp.c_fc.weight")
+            .unwrap();
+        data[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    let err = load_file(&config, &nan).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, ModelError::NonFinite { tensor, .. } if tensor == "transformer.h.1.mlp.c_fc.weight"),
+        "{msg}"
+    );
+    assert!(msg.contains("nan.safetensors"), "{msg}");
+}
+
 #[test]
 fn truncated_or_corrupt_files_name_the_file() {
     let config = Gpt2Config::from_json_file(fixture_dir().join("config.json")).unwrap();

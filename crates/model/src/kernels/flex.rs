@@ -151,8 +151,7 @@ impl KernelBackend for Flex {
         let y = if m <= GEMV_MAX_ROWS {
             gemv::gemv_q8(&quantize_rows(xs), m, weight, b)
         } else {
-            // Prefill is bound by arithmetic, not by reading weights: f32 gemm wins.
-            gemv::gemm_f32(xs, m, &weight.dequantize(), weight.n, k, b)
+            gemv::gemm_q8(xs, m, weight, b)
         };
         FlexTensor::from_data(TensorData::new(y, [m, weight.n]))
     }
@@ -166,6 +165,10 @@ impl KernelBackend for Flex {
         let values: &mut [f32] = x.storage_mut();
         values.par_chunks_mut(1 << 14).for_each(simd::gelu_tanh);
         x
+    }
+
+    fn run_pass<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
+        rayon::scope(|_| pass())
     }
 
     fn cached_attention(
@@ -216,66 +219,17 @@ fn attend_stored<E: Stored>(
     // Copy-on-write: in place when the engine held the only reference.
     write_new(x, kc.storage_mut::<E>(), cache, segments, 1);
     write_new(x, vc.storage_mut::<E>(), cache, segments, 2);
-    let (keys, values) = (kc.storage::<E>(), vc.storage::<E>());
-    match E::as_f32(keys).zip(E::as_f32(values)) {
-        Some((k, v)) => attend_all(x, k, v, cache, segments, |s, head| {
-            cache.at(segments[s].slot, head, 0)
-        }),
-        None => {
-            // f16: each segment's rows converted once, not once per new token (a prefill
-            // of n tokens would otherwise convert n²/2 rows).
-            let (k, v) = (
-                gather(keys, cache, segments),
-                gather(values, cache, segments),
-            );
-            let mut first = Vec::with_capacity(segments.len()); // each segment's first row
-            let mut rows = 0;
-            for g in segments {
-                first.push(rows);
-                rows += cache.h * (g.pos + g.len);
-            }
-            let at = |s: usize, head: usize| {
-                (first[s] + head * (segments[s].pos + segments[s].len)) * cache.d
-            };
-            attend_all(x, &k, &v, cache, segments, at)
-        }
-    }
+    attend_all(x, kc.storage::<E>(), vc.storage::<E>(), cache, segments)
 }
 
-/// Every segment's cached rows (positions `0..pos + len` of each head) in f32, one
-/// segment after another, `[heads, rows, d]` each.
-fn gather<E: Stored>(cache: &[E], shape: &CacheShape, segments: &[Segment]) -> Vec<f32> {
-    let rows: usize = segments.iter().map(|s| s.pos + s.len).sum();
-    let mut out = vec![0f32; rows * shape.h * shape.d];
-    let mut at = 0;
-    for s in segments {
-        for head in 0..shape.h {
-            let from = shape.at(s.slot, head, 0);
-            let n = (s.pos + s.len) * shape.d;
-            E::load(&cache[from..from + n], &mut out[at..at + n]);
-            at += n;
-        }
-    }
-    out
-}
-
-/// How the cache stores a value: f32 as is, or f16.
-trait Stored: burn::tensor::Element + bytemuck::Pod + Send + Sync {
+/// How the cache stores a value: f32 as is, or f16 (read back by the attention kernels).
+trait Stored: burn::tensor::Element + bytemuck::Pod + gemv::KvValue {
     fn store(src: &[f32], dst: &mut [Self]);
-    fn load(src: &[Self], dst: &mut [f32]);
-    /// The values themselves, when they are f32.
-    fn as_f32(values: &[Self]) -> Option<&[f32]>;
 }
 
 impl Stored for f32 {
     fn store(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
-    }
-    fn load(src: &[f32], dst: &mut [f32]) {
-        dst.copy_from_slice(src);
-    }
-    fn as_f32(values: &[f32]) -> Option<&[f32]> {
-        Some(values)
     }
 }
 
@@ -283,12 +237,6 @@ impl Stored for f16 {
     // F16C where the CPU has it (`half` checks at run time).
     fn store(src: &[f32], dst: &mut [f16]) {
         dst.convert_from_f32_slice(src);
-    }
-    fn load(src: &[f16], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
-    }
-    fn as_f32(_: &[f16]) -> Option<&[f32]> {
-        None
     }
 }
 
@@ -328,36 +276,51 @@ fn write_new<E: Stored>(
     }
 }
 
-/// Every new token's every head, in parallel: `[n_tokens, c]`. Segment `s`'s rows of
-/// `head` start at `start(s, head)` in `keys` and `values`, one position after another.
-fn attend_all(
+/// Every new token's every head: `[n_tokens, c]`. One parallel task per (segment, head)
+/// runs each of the segment's new tokens over its prefix of that head's cached rows.
+fn attend_all<E: Stored>(
     qkv: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[E],
+    values: &[E],
     shape: &CacheShape,
     segments: &[Segment],
-    start: impl Fn(usize, usize) -> usize + Sync,
 ) -> Vec<f32> {
     let (h, d) = (shape.h, shape.d);
     let c = h * d;
-    // (segment, position) of each new token.
-    let tokens: Vec<(usize, usize)> = segments
+    let first_row: Vec<usize> = segments
         .iter()
-        .enumerate()
-        .flat_map(|(i, s)| (s.pos..s.pos + s.len).map(move |p| (i, p)))
+        .scan(0, |row, s| {
+            *row += s.len;
+            Some(*row - s.len)
+        })
         .collect();
     let scale = (d as f32).sqrt().recip();
-    let mut y = vec![0f32; tokens.len() * c];
-    y.par_chunks_mut(d)
-        .enumerate()
-        .for_each_init(Vec::new, |buf, (i, out)| {
-            let (token, head) = (i / h, i % h);
-            let (seg, pos) = tokens[token];
-            let q = &qkv[token * 3 * c + head * d..][..d];
-            let from = start(seg, head);
-            let to = from + (pos + 1) * d;
-            attend(q, &keys[from..to], &values[from..to], scale, buf, out);
-        });
+    let tasks: Vec<(usize, usize)> = (0..segments.len())
+        .flat_map(|s| (0..h).map(move |head| (s, head)))
+        .collect();
+    let outs: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map_init(Vec::new, |scores, &(s, head)| {
+            let seg = &segments[s];
+            let from = shape.at(seg.slot, head, 0);
+            let to = from + (seg.pos + seg.len) * d;
+            let (k, v) = (&keys[from..to], &values[from..to]); // [pos + len, d]
+            let mut out = vec![0f32; seg.len * d]; // [len, d]
+            for (i, o) in out.chunks_exact_mut(d).enumerate() {
+                let q = &qkv[(first_row[s] + i) * 3 * c + head * d..][..d];
+                let seen = (seg.pos + i + 1) * d; // causal: positions 0..=pos + i
+                attend(q, &k[..seen], &v[..seen], scale, scores, o);
+            }
+            out
+        })
+        .collect();
+    let n_tokens: usize = segments.iter().map(|s| s.len).sum();
+    let mut y = vec![0f32; n_tokens * c];
+    for (&(s, head), out) in tasks.iter().zip(&outs) {
+        for (i, o) in out.chunks_exact(d).enumerate() {
+            y[(first_row[s] + i) * c + head * d..][..d].copy_from_slice(o);
+        }
+    }
     y
 }
 

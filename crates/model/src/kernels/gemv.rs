@@ -31,6 +31,7 @@ macro_rules! f32_kernels {
         $name:ident, [$($attr:meta),*], $v:ty,
         zero: $zero:expr,
         load: |$lp:ident| $load:expr,
+        load_f16: |$hp:ident| $load_f16:expr,
         splat: |$sp:ident| $splat:expr,
         add_mul: |$a:ident, $x:ident, $w:ident| $add_mul:expr,
         store: |$sv:ident, $sout:ident| $store:expr $(,)?
@@ -140,19 +141,51 @@ macro_rules! f32_kernels {
                 }
             }
 
-            /// `scores[j] = scale · q · keys[j]` for rows of `q.len()` values.
+            /// `scores[j] = scale · q · keys[j]` for rows of `q.len()` values; `lanes`
+            /// loads sixteen stored values as f32 lanes, `value` converts one.
             $(#[$attr])*
-            pub fn scores(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
+            #[inline]
+            fn scores_of<E: Copy>(
+                q: &[f32],
+                keys: &[E],
+                scale: f32,
+                scores: &mut [f32],
+                lanes: impl Fn(*const E) -> $v,
+                value: impl Fn(E) -> f32,
+            ) {
                 let d = q.len();
-                rows_against::<1, 1>(q, 1, 0, &keys[..scores.len() * d], d, scores);
-                for s in scores.iter_mut() {
-                    *s *= scale;
+                assert!(keys.len() >= scores.len() * d);
+                let full = d / L * L;
+                for (j, s) in scores.iter_mut().enumerate() {
+                    let row = &keys[j * d..][..d];
+                    let mut acc: $v = $zero;
+                    for i in (0..full).step_by(L) {
+                        // SAFETY: i + 16 ≤ d, inside `q` and `row`.
+                        let $lp = unsafe { q.as_ptr().add(i) };
+                        let qv: $v = unsafe { $load };
+                        let kv = lanes(unsafe { row.as_ptr().add(i) });
+                        let ($a, $x, $w) = (acc, qv, kv);
+                        acc = unsafe { $add_mul };
+                    }
+                    let mut out = [0f32; L];
+                    let ($sv, $sout) = (acc, &mut out);
+                    unsafe { $store };
+                    let tail: f32 = (full..d).map(|i| q[i] * value(row[i])).sum();
+                    *s = (out.iter().sum::<f32>() + tail) * scale;
                 }
             }
 
-            /// `out = Σ_j p[j] · v[j]` over rows of `out.len()` values.
+            /// `out = Σ_j p[j] · v[j]` over rows of `out.len()` values (`lanes`, `value`
+            /// as in `scores_of`).
             $(#[$attr])*
-            pub fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+            #[inline]
+            fn weighted_sum_of<E: Copy>(
+                p: &[f32],
+                v: &[E],
+                out: &mut [f32],
+                lanes: impl Fn(*const E) -> $v,
+                value: impl Fn(E) -> f32,
+            ) {
                 let d = out.len();
                 assert!(v.len() >= p.len() * d);
                 let full = d / L * L;
@@ -162,18 +195,40 @@ macro_rules! f32_kernels {
                         let $sp = pj;
                         let pv: $v = unsafe { $splat };
                         // SAFETY: row j's lanes i..i + 16 are inside `v` (asserted).
-                        let $lp = unsafe { v.as_ptr().add(j * d + i) };
-                        let vv: $v = unsafe { $load };
+                        let vv = lanes(unsafe { v.as_ptr().add(j * d + i) });
                         let ($a, $x, $w) = (acc, pv, vv);
                         acc = unsafe { $add_mul };
                     }
-                    let lanes: &mut [f32; L] = (&mut out[i..i + L]).try_into().unwrap();
-                    let ($sv, $sout) = (acc, lanes);
+                    let lanes_out: &mut [f32; L] = (&mut out[i..i + L]).try_into().unwrap();
+                    let ($sv, $sout) = (acc, lanes_out);
                     unsafe { $store };
                 }
                 for i in full..d {
-                    out[i] = p.iter().enumerate().fold(0.0, |s, (j, &pj)| s + pj * v[j * d + i]);
+                    out[i] = p
+                        .iter()
+                        .enumerate()
+                        .fold(0.0, |s, (j, &pj)| s + pj * value(v[j * d + i]));
                 }
+            }
+
+            $(#[$attr])*
+            pub fn scores(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) {
+                scores_of(q, keys, scale, out, |$lp| unsafe { $load }, |x| x)
+            }
+
+            $(#[$attr])*
+            pub fn scores_f16(q: &[f32], keys: &[half::f16], scale: f32, out: &mut [f32]) {
+                scores_of(q, keys, scale, out, |$hp| unsafe { $load_f16 }, |x| x.to_f32())
+            }
+
+            $(#[$attr])*
+            pub fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+                weighted_sum_of(p, v, out, |$lp| unsafe { $load }, |x| x)
+            }
+
+            $(#[$attr])*
+            pub fn weighted_sum_f16(p: &[f32], v: &[half::f16], out: &mut [f32]) {
+                weighted_sum_of(p, v, out, |$hp| unsafe { $load_f16 }, |x| x.to_f32())
             }
         }
     };
@@ -183,6 +238,7 @@ f32_kernels!(
     scalar, [], [f32; 16],
     zero: [0f32; 16],
     load: |p| *(p as *const [f32; 16]),
+    load_f16: |p| std::array::from_fn(|l| (*p.add(l)).to_f32()),
     splat: |s| [s; 16],
     add_mul: |a, x, w| std::array::from_fn(|l| a[l] + x[l] * w[l]),
     store: |v, out| *out = v,
@@ -193,6 +249,7 @@ f32_kernels!(
     avx512, [target_feature(enable = "avx512f")], __m512,
     zero: _mm512_setzero_ps(),
     load: |p| _mm512_loadu_ps(p),
+    load_f16: |p| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
     splat: |s| _mm512_set1_ps(s),
     add_mul: |a, x, w| _mm512_add_ps(a, _mm512_mul_ps(x, w)),
     store: |v, out| _mm512_storeu_ps(out.as_mut_ptr(), v),
@@ -200,9 +257,13 @@ f32_kernels!(
 
 #[cfg(target_arch = "x86_64")]
 f32_kernels!(
-    avx2, [target_feature(enable = "avx2,fma")], (__m256, __m256),
+    avx2, [target_feature(enable = "avx2,fma,f16c")], (__m256, __m256),
     zero: (_mm256_setzero_ps(), _mm256_setzero_ps()),
     load: |p| (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))),
+    load_f16: |p| (
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(8) as *const __m128i))
+    ),
     splat: |s| (_mm256_set1_ps(s), _mm256_set1_ps(s)),
     add_mul: |a, x, w| (
         _mm256_add_ps(a.0, _mm256_mul_ps(x.0, w.0)),
@@ -214,36 +275,48 @@ f32_kernels!(
     },
 );
 
+/// Picks the kernel compiled for this CPU: `pick!(scores(args))` calls `avx512::scores`,
+/// `avx2::scores` or `scalar::scores`.
+macro_rules! pick {
+    ($f:ident($($arg:expr),*)) => {
+        match level() {
+            // SAFETY: `level` checked that the CPU has the features these were compiled for.
+            #[cfg(target_arch = "x86_64")]
+            l if l.has_avx512() => unsafe { avx512::$f($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => unsafe { avx2::$f($($arg),*) },
+            _ => scalar::$f($($arg),*),
+        }
+    };
+}
+
 fn tile_f32(x: &[f32], m: usize, w: &[f32], k: usize, out: &mut [f32]) {
-    match level() {
-        // SAFETY: `level` checked that the CPU has the features these were compiled for.
-        #[cfg(target_arch = "x86_64")]
-        l if l.has_avx512() => unsafe { avx512::tile_f32(x, m, w, k, out) },
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { avx2::tile_f32(x, m, w, k, out) },
-        _ => scalar::tile_f32(x, m, w, k, out),
+    pick!(tile_f32(x, m, w, k, out))
+}
+
+/// How a KV cache stores keys and values: f32, or f16 widened in registers as it is read.
+pub trait KvValue: Copy + Send + Sync {
+    /// `out[j] = scale · q · keys[j]` for rows of `q.len()` values.
+    fn scores(q: &[f32], keys: &[Self], scale: f32, out: &mut [f32]);
+    /// `out = Σ_j p[j] · v[j]` over rows of `out.len()` values.
+    fn weighted_sum(p: &[f32], v: &[Self], out: &mut [f32]);
+}
+
+impl KvValue for f32 {
+    fn scores(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) {
+        pick!(scores(q, keys, scale, out))
+    }
+    fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+        pick!(weighted_sum(p, v, out))
     }
 }
 
-fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
-    match level() {
-        // SAFETY: as in `tile_f32`.
-        #[cfg(target_arch = "x86_64")]
-        l if l.has_avx512() => unsafe { avx512::weighted_sum(p, v, out) },
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { avx2::weighted_sum(p, v, out) },
-        _ => scalar::weighted_sum(p, v, out),
+impl KvValue for half::f16 {
+    fn scores(q: &[f32], keys: &[half::f16], scale: f32, out: &mut [f32]) {
+        pick!(scores_f16(q, keys, scale, out))
     }
-}
-
-fn scores(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) {
-    match level() {
-        // SAFETY: as in `tile_f32`.
-        #[cfg(target_arch = "x86_64")]
-        l if l.has_avx512() => unsafe { avx512::scores(q, keys, scale, out) },
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { avx2::scores(q, keys, scale, out) },
-        _ => scalar::scores(q, keys, scale, out),
+    fn weighted_sum(p: &[f32], v: &[half::f16], out: &mut [f32]) {
+        pick!(weighted_sum_f16(p, v, out))
     }
 }
 
@@ -313,12 +386,26 @@ pub fn gemm_f32(
         x.len() == m * k && w.len() == n * k,
         "gemm: x [{m}, {k}] · w [{n}, {k}]ᵀ"
     );
-    let mut y = match bias {
+    let mut y = with_bias(m, n, bias);
+    gemm_into(&mut y, n, x, m, w, k);
+    y
+}
+
+/// `y [m, n]` holding `bias` in every row, or zeros.
+fn with_bias(m: usize, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    match bias {
         Some(b) => b.repeat(m),
         None => vec![0f32; m * n],
-    };
-    // SAFETY: y is [m, n] row-major, x [m, k] row-major, and w [n, k] row-major read as its
-    // transpose [k, n] through the strides; every index stays inside the slices.
+    }
+}
+
+/// `y[r·stride + j] += x[r] · w[j]` for the `m` rows of `x [m, k]` and the rows of `w`.
+fn gemm_into(y: &mut [f32], stride: usize, x: &[f32], m: usize, w: &[f32], k: usize) {
+    let n = w.len() / k;
+    assert!(x.len() == m * k && m > 0 && y.len() >= (m - 1) * stride + n && n <= stride);
+    // SAFETY: y is [m, n] with row stride `stride` (asserted to fit), x [m, k] row-major,
+    // and w [n, k] row-major read as its transpose [k, n] through the strides; every
+    // index stays inside the slices.
     unsafe {
         gemm::gemm(
             m,
@@ -326,7 +413,7 @@ pub fn gemm_f32(
             k,
             y.as_mut_ptr(),
             1,
-            n as isize,
+            stride as isize,
             true,
             x.as_ptr(),
             1,
@@ -341,6 +428,29 @@ pub fn gemm_f32(
             false,
             gemm::Parallelism::Rayon(0),
         );
+    }
+}
+
+/// Bytes of weights dequantized at a time by [`gemm_q8`]: a band that stays in L2.
+const BAND_BYTES: usize = 4 << 20;
+
+/// `y [m, n] = x [m, k] · w [n, k]ᵀ + bias` for Q8_0 weights and many rows `m` (prefill,
+/// bound by arithmetic, not by reading weights): each band of weight rows is dequantized
+/// into one buffer that stays in cache, then multiplied with f32 gemm. The f32 weights
+/// are never whole in memory.
+pub fn gemm_q8(x: &[f32], m: usize, w: &Q8Matrix, bias: Option<&[f32]>) -> Vec<f32> {
+    let (n, k) = (w.n, w.k);
+    assert!(x.len() == m * k, "gemm q8: x [{m}, ?] · w [{n}, {k}]ᵀ");
+    let mut y = with_bias(m, n, bias);
+    let band_rows = (BAND_BYTES / (4 * k)).clamp(16, n.max(16));
+    let mut band = vec![0f32; band_rows.min(n) * k];
+    for j0 in (0..n).step_by(band_rows) {
+        let rows = band_rows.min(n - j0);
+        let band = &mut band[..rows * k];
+        band.par_chunks_mut(k)
+            .enumerate()
+            .for_each(|(j, row)| w.dequantize_row_into(j0 + j, row));
+        gemm_into(&mut y[j0..], n, x, m, band, k);
     }
     y
 }
@@ -390,8 +500,11 @@ mod x86 {
                 let blocks = ws.len();
                 let k = blocks * Q8_BLOCK;
                 assert!(xq.len() >= M * k && xs.len() >= M * blocks && wq.len() >= k);
-                let mut acc = [[_mm256_setzero_ps(); 2]; M];
-                for b in 0..blocks {
+                // Two chains per row (even and odd blocks), named rather than indexed by
+                // `b & 1`, so that they stay in registers.
+                let mut even = [_mm256_setzero_ps(); M];
+                let mut odd = [_mm256_setzero_ps(); M];
+                let block = |b: usize, acc: &mut [__m256; M]| {
                     let w = _mm256_loadu_si256(wq.as_ptr().add(b * Q8_BLOCK) as *const __m256i);
                     let dw = *ws.get_unchecked(b);
                     for r in 0..M {
@@ -401,10 +514,19 @@ mod x86 {
                         let $sw = _mm256_sign_epi8(w, x);
                         let dot: __m256i = $dot;
                         let d = _mm256_set1_ps(*xs.get_unchecked(r * blocks + b) * dw);
-                        acc[r][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[r][b & 1]);
+                        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[r]);
                     }
+                };
+                let mut b = 0;
+                while b + 2 <= blocks {
+                    block(b, &mut even);
+                    block(b + 1, &mut odd);
+                    b += 2;
                 }
-                std::array::from_fn(|r| hsum(_mm256_add_ps(acc[r][0], acc[r][1])))
+                if b < blocks {
+                    block(b, &mut even);
+                }
+                std::array::from_fn(|r| hsum(_mm256_add_ps(even[r], odd[r])))
             }
         };
     }
@@ -487,10 +609,10 @@ pub fn gemv_q8(x: &Q8Rows, m: usize, w: &Q8Matrix, bias: Option<&[f32]>) -> Vec<
 
 /// One head of one new token: `softmax(scale · q · Kᵀ) · V` over `keys`/`values`
 /// (`[t, d]` each), into `out [d]`; `buf` is scratch of at least `t` values.
-pub fn attend(
+pub fn attend<E: KvValue>(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[E],
+    values: &[E],
     scale: f32,
     buf: &mut Vec<f32>,
     out: &mut [f32],
@@ -498,11 +620,11 @@ pub fn attend(
     let t = keys.len() / q.len();
     buf.resize(t, 0.0);
     let s = &mut buf[..t];
-    scores(q, keys, scale, s);
+    E::scores(q, keys, scale, s);
     let max = simd::max(s);
     let total = simd::sum_exp(s, max);
     simd::scaled_exp(s, max, (1.0 / total) as f32);
-    weighted_sum(s, values, out);
+    E::weighted_sum(s, values, out);
 }
 
 #[cfg(test)]
@@ -561,23 +683,65 @@ mod tests {
             tile_f32(&x, m, &w, k, &mut got);
             assert_eq!(got, want, "tile, m {m}, {}", kernel_level());
         }
-        let (mut want, mut got) = (vec![0f32; n], vec![0f32; n]);
+        // Attention, on f32 and on f16 values (widened in registers): the scalar bits, and
+        // f16 the same as f32 on the same values widened first.
         let (q, keys) = (data(20, 8), data(n * 20, 9));
+        let half =
+            |v: &[f32]| -> Vec<half::f16> { v.iter().map(|&x| half::f16::from_f32(x)).collect() };
+        let widen = |v: &[half::f16]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
+        let (keys_h, v_h) = (half(&keys), half(&v));
+        let (keys_w, v_w) = (widen(&keys_h), widen(&v_h));
+        let mut want = vec![0f32; n];
         scalar::scores(&q, &keys, 0.5, &mut want);
-        scores(&q, &keys, 0.5, &mut got);
+        let mut want_h = vec![0f32; n];
+        scalar::scores(&q, &keys_w, 0.5, &mut want_h);
+        let (mut got, mut got_h, mut got_hs) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        f32::scores(&q, &keys, 0.5, &mut got);
+        half::f16::scores(&q, &keys_h, 0.5, &mut got_h);
+        scalar::scores_f16(&q, &keys_h, 0.5, &mut got_hs);
         assert_eq!(got, want, "scores");
-        let (mut want, mut got) = (vec![0f32; d], vec![0f32; d]);
+        assert_eq!(got_h, want_h, "f16 scores");
+        assert_eq!(got_hs, want_h, "scalar f16 scores");
+        let mut want = vec![0f32; d];
         scalar::weighted_sum(&p, &v, &mut want);
-        weighted_sum(&p, &v, &mut got);
+        let mut want_h = vec![0f32; d];
+        scalar::weighted_sum(&p, &v_w, &mut want_h);
+        let (mut got, mut got_h, mut got_hs) = (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
+        f32::weighted_sum(&p, &v, &mut got);
+        half::f16::weighted_sum(&p, &v_h, &mut got_h);
+        scalar::weighted_sum_f16(&p, &v_h, &mut got_hs);
         assert_eq!(got, want, "weighted sum");
+        assert_eq!(got_h, want_h, "f16 weighted sum");
+        assert_eq!(got_hs, want_h, "scalar f16 weighted sum");
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
             let x = data(3 * k, 1);
             let (mut want, mut got) = (vec![0f32; n * 3], vec![0f32; n * 3]);
             scalar::tile_f32(&x, 3, &w, k, &mut want);
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
             unsafe { avx2::tile_f32(&x, 3, &w, k, &mut got) };
             assert_eq!(got, want, "avx2 tile");
+            let (q, keys_h) = (data(20, 8), half(&data(n * 20, 9)));
+            let (mut want, mut got) = (vec![0f32; n], vec![0f32; n]);
+            scalar::scores_f16(&q, &keys_h, 0.5, &mut want);
+            // SAFETY: as above.
+            unsafe { avx2::scores_f16(&q, &keys_h, 0.5, &mut got) };
+            assert_eq!(got, want, "avx2 f16 scores");
+        }
+    }
+
+    #[test]
+    fn banded_int8_gemm_equals_gemm_of_the_dequantized_weights() {
+        let (n, k, m) = (700, 2048, 5); // bands of 128 rows, the last one partial
+        let w = Q8Matrix::quantize(&data(n * k, 2), n, k);
+        let (x, bias) = (data(m * k, 7), data(n, 5));
+        let want = gemm_f32(&x, m, &w.dequantize(), n, k, Some(&bias));
+        let got = gemm_q8(&x, m, &w, Some(&bias));
+        for (g, e) in got.iter().zip(&want) {
+            assert!((g - e).abs() <= 1e-5 * e.abs().max(1.0), "{g} vs {e}");
         }
     }
 

@@ -36,6 +36,25 @@ pub(super) fn linear_nt<B: Backend>(
     }
 }
 
+/// [`linear_nt`] for Burn's fused GPU backends (wgpu, CUDA), which in Burn 0.21 compute a
+/// one-row matmul wrongly when its input is still a pending elementwise op and its output
+/// feeds another (`((x·Aᵀ)·1)·Bᵀ·1` at one row of `x`; two rows are right): one row is run
+/// as two copies of itself, and the first is kept. A GEMV reads the weights once either
+/// way. Reproduced by `crates/infer/tests/engine.rs`'s wgpu test.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub(super) fn linear_nt_fused_gpu<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+) -> FloatTensor<B> {
+    let x = float::<B, 2>(x);
+    if x.dims()[0] != 1 {
+        return linear_nt::<B>(prim(x), weight, bias);
+    }
+    let two = x.repeat_dim(0, 2); // [2, k]
+    prim(float::<B, 2>(linear_nt::<B>(prim(two), weight, bias)).narrow(0, 0, 1))
+}
+
 pub(super) fn gelu_tanh_default<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     prim(crate::gelu_tanh(float::<B, 2>(x)))
 }

@@ -10,14 +10,16 @@
 //! | [`KernelBackend::lm_head_logits`] (`h · wteᵀ`) | matmul | gemm into a fresh buffer (Flex's matmul zero-fills and copies its output) | matmul's |
 //! | [`KernelBackend::lm_head_nll`] (the two above) | both | both | one node: cross-entropy's in place, then `dh = g · wte`, `dwte = gᵀ · h` |
 //!
-//! Generation (`llm-infer`) adds four inference-only ops (no backward):
+//! Generation (`llm-infer`) adds inference-only ops (no backward); wgpu and CUDA override
+//! `linear_nt` only, to work around a Burn fusion bug at one row (`infer::linear_nt_fused_gpu`):
 //!
 //! | op | default | Flex |
 //! |----|---------|------|
 //! | [`KernelBackend::linear_nt`] (`x · wᵀ + b`, `w` as `[out, in]`) | matmul | a few rows: one pass over `w`, 16-lane dot products, rows of `w` across threads ([`gemv`]); many rows: gemm |
-//! | [`KernelBackend::linear_q8`] (the same with [`Q8Matrix`] weights) | dequantize, then `linear_nt` | activations quantized per step, int8 dot products (VNNI / AVX2 / scalar) |
-//! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign` + Burn's attention per sequence | written in place; every (token, head) in parallel |
+//! | [`KernelBackend::linear_q8`] (the same with [`Q8Matrix`] weights) | dequantize, then `linear_nt` | activations quantized per step, int8 dot products (VNNI / AVX2 / scalar); many rows: a band of weight rows dequantized at a time, gemm |
+//! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign` + Burn's attention per sequence | written in place; every (sequence, head) in parallel; f16 widened in registers |
 //! | [`KernelBackend::gelu_tanh`] | `x / (1 + e^(−2·√(2/π)·(x + 0.044715·x³)))` in tensor ops | one vectorised pass, in place |
+//! | [`KernelBackend::run_pass`] (where a forward pass runs) | the caller's thread | a thread of the rayon pool |
 //!
 //! Adding an op: a method here with its default body, an override in [`flex`] if it pays,
 //! and a `Backward` in the `Autodiff` impl if it trains.
@@ -32,7 +34,7 @@ mod infer;
 pub mod q8;
 pub mod simd;
 
-pub use cpu::kernel_level;
+pub use cpu::{kernel_level, KERNELS_ENV};
 pub use infer::Segment;
 pub use q8::{Q8Matrix, Q8_BLOCK};
 
@@ -115,6 +117,14 @@ pub trait KernelBackend: Backend {
         infer::gelu_tanh_default::<Self>(x)
     }
 
+    /// Runs `pass`, a whole forward pass of many small ops, where this backend's ops run
+    /// best. The default runs it here. Flex runs it on a thread of its pool, so that each
+    /// op's parallel loop starts on a worker instead of waking the pool and putting the
+    /// caller to sleep (two context switches per op, about 1 ms per GPT-2 decode step).
+    fn run_pass<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
+        pass()
+    }
+
     /// Causal attention of new tokens over a KV cache. `qkv [n_tokens, 3·c]` holds the
     /// queries, keys and values of the [`Segment`]s' tokens, one segment after the other;
     /// `k_cache`, `v_cache` are `[slots, n_head, capacity, head_dim]`. Each segment's keys
@@ -157,8 +167,24 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
 #[cfg(feature = "ndarray")]
 impl KernelBackend for burn::backend::NdArray {}
 
+/// Burn's fused GPU backends: the default ops, `linear_nt` with its workaround.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+macro_rules! fused_gpu_backend {
+    ($backend:ty) => {
+        impl KernelBackend for $backend {
+            fn linear_nt(
+                x: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                bias: Option<FloatTensor<Self>>,
+            ) -> FloatTensor<Self> {
+                infer::linear_nt_fused_gpu::<Self>(x, weight, bias)
+            }
+        }
+    };
+}
+
 #[cfg(feature = "wgpu")]
-impl KernelBackend for burn::backend::Wgpu {}
+fused_gpu_backend!(burn::backend::Wgpu);
 
 #[cfg(feature = "cuda")]
-impl KernelBackend for burn::backend::Cuda {}
+fused_gpu_backend!(burn::backend::Cuda);

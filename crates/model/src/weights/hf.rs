@@ -9,13 +9,15 @@ use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, View};
 
 use super::remap::{self, HfKey};
-use super::source::WeightFile;
+use super::source::{Deferred, WeightFile};
 use crate::config::Gpt2Config;
 use crate::error::{ModelError, Result};
 use crate::model::Gpt;
 
 /// Fills every parameter of a freshly built (lazily initialised, so never randomised) model
-/// from a weight file, walking the module tree with its paths.
+/// from a weight file, walking the module tree with its paths. Every tensor is checked now
+/// (present, shaped as the config says, finite); a memory-mapped file's values are read
+/// when the model first uses them.
 struct Loader<'a, B: Backend> {
     file: &'a WeightFile,
     /// Our module path → the file's key.
@@ -26,8 +28,16 @@ struct Loader<'a, B: Backend> {
     device: B::Device,
 }
 
+/// A tensor the loader found and checked: read now, or when the model first uses it.
+enum Found {
+    Values(Vec<f32>),
+    Deferred(Deferred),
+}
+
 impl<B: Backend> Loader<'_, B> {
-    fn tensor<const D: usize>(&mut self, ours: &str, expected: [usize; D]) -> Option<Tensor<B, D>> {
+    /// Finds and checks the tensor for our parameter `ours` of shape `expected`; returns
+    /// it with whether it is stored transposed.
+    fn find<const D: usize>(&mut self, ours: &str, expected: [usize; D]) -> Option<(Found, bool)> {
         let Some(key) = self.index.get(ours).cloned() else {
             self.errors.push(ModelError::MissingTensor {
                 path: self.file.path().into(),
@@ -51,20 +61,48 @@ impl<B: Backend> Loader<'_, B> {
             });
             return None;
         }
-        let values = match self.file.read_f32(&key) {
-            Ok(v) => v,
-            Err(e) => {
-                self.errors.push(e);
-                return None;
+        let values = match self.file.deferred_f32(&key) {
+            Ok(Some(deferred)) => Ok(Found::Deferred(deferred)),
+            Ok(None) => {
+                self.file
+                    .read_f32(&key)
+                    .and_then(|v| match v.iter().all(|x| x.is_finite()) {
+                        true => Ok(Found::Values(v)),
+                        false => Err(ModelError::NonFinite {
+                            path: Some(self.file.path().into()),
+                            tensor: key.clone(),
+                        }),
+                    })
             }
+            Err(e) => Err(e),
         };
         self.loaded.insert(key);
-        let mut dims = expected;
-        if transposed {
-            dims.reverse();
+        match values {
+            Ok(values) => Some((values, transposed)),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
         }
-        let t = Tensor::<B, D>::from_data(TensorData::new(values, dims), &self.device);
-        Some(if transposed { t.transpose() } else { t })
+    }
+}
+
+/// `values` as our parameter of shape `dims`, from the file's layout (transposed or not).
+fn tensor<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    dims: [usize; D],
+    transposed: bool,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    let mut stored = dims;
+    if transposed {
+        stored.reverse();
+    }
+    let t = Tensor::<B, D>::from_data(TensorData::new(values, stored), device);
+    if transposed {
+        t.transpose()
+    } else {
+        t
     }
 }
 
@@ -79,13 +117,26 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let ours = self.path.join(".");
-        let expected: [usize; D] = param.lazy_shape().dims();
-        match self.tensor::<D>(&ours, expected) {
-            Some(t) => {
+        let dims: [usize; D] = param.lazy_shape().dims();
+        let Some((found, transposed)) = self.find::<D>(&ours, dims) else {
+            return param;
+        };
+        match found {
+            Found::Values(values) => {
+                let t = tensor(values, dims, transposed, &self.device);
                 let id = param.id;
                 param.transform_for_load(t, id)
             }
-            None => param,
+            // Read at first use: checked already, so reading cannot fail.
+            Found::Deferred(deferred) => Param::uninitialized(
+                param.id,
+                move |device, require_grad| {
+                    tensor(deferred.read(), dims, transposed, device).set_require_grad(require_grad)
+                },
+                self.device.clone(),
+                true, // trainable, as every placeholder of `init_for_load`
+                dims.into(),
+            ),
         }
     }
 }

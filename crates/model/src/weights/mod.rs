@@ -6,4 +6,4 @@ mod source;
 
 pub(crate) use hf::F32View;
 pub use hf::{hf_tensors, load_weights, save_hf_dir};
-pub use source::{release_pages, WeightFile};
+pub use source::{release_pages, Deferred, WeightFile};

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::tensor::DType;
 use burn_store::pytorch::PytorchReader;
@@ -13,7 +14,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::error::{ModelError, Result};
 
 enum Backing {
-    Safetensors(Mmap),
+    Safetensors(Arc<Mmap>),
     Pytorch(BTreeMap<String, TensorSnapshot>),
 }
 
@@ -78,7 +79,7 @@ impl WeightFile {
         Ok(WeightFile {
             path: path.into(),
             shapes,
-            backing: Backing::Safetensors(mmap),
+            backing: Backing::Safetensors(Arc::new(mmap)),
         })
     }
 
@@ -119,50 +120,17 @@ impl WeightFile {
 
     /// The values of a tensor, converted to f32 (from f32, f16, bf16 or f64).
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let bad = |m: String| ModelError::file(&self.path, format!("tensor {name:?}: {m}"));
         match &self.backing {
             Backing::Safetensors(mmap) => {
-                let tensors = SafeTensors::deserialize(mmap).map_err(|e| bad(e.to_string()))?;
-                let view = tensors.tensor(name).map_err(|e| bad(e.to_string()))?;
-                let bytes = view.data();
-                let decode: fn(&[u8], &mut Vec<f32>) = match view.dtype() {
-                    Dtype::F32 => |b, out| {
-                        out.extend(
-                            b.chunks_exact(4)
-                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                        )
-                    },
-                    Dtype::F16 => |b, out| {
-                        out.extend(
-                            b.chunks_exact(2)
-                                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
-                        )
-                    },
-                    Dtype::BF16 => |b, out| {
-                        out.extend(
-                            b.chunks_exact(2)
-                                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-                        )
-                    },
-                    Dtype::F64 => |b, out| {
-                        out.extend(
-                            b.chunks_exact(8)
-                                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
-                        )
-                    },
-                    other => return Err(bad(format!("dtype {other:?} is not a float type"))),
-                };
-                // In pieces, each released once copied: the file's pages and the copy are
-                // never both whole in memory (`wte` alone is 154 MB).
-                const PIECE: usize = 8 << 20;
-                let mut values = Vec::with_capacity(8 * bytes.len() / view.dtype().bitsize());
-                for piece in bytes.chunks(PIECE) {
-                    decode(piece, &mut values);
-                    release_pages(mmap, piece);
-                }
+                let mut values = Vec::new();
+                decode_safetensors(&self.path, mmap, name, |piece, total| {
+                    values.reserve_exact(total - values.len());
+                    values.extend(piece)
+                })?;
                 Ok(values)
             }
             Backing::Pytorch(tensors) => {
+                let bad = |m: String| ModelError::file(&self.path, format!("tensor {name:?}: {m}"));
                 let t = tensors
                     .get(name)
                     .ok_or_else(|| bad("not in the file".into()))?;
@@ -175,4 +143,103 @@ impl WeightFile {
             }
         }
     }
+
+    /// A tensor to read later, checked now: it is in the file, of a float type, and every
+    /// value is finite (one pass over the file's pages, released as it goes). `None` for a
+    /// PyTorch file, which is read whole ([`WeightFile::read_f32`]).
+    pub fn deferred_f32(&self, name: &str) -> Result<Option<Deferred>> {
+        let Backing::Safetensors(mmap) = &self.backing else {
+            return Ok(None);
+        };
+        let mut finite = true;
+        decode_safetensors(&self.path, mmap, name, |piece, _| {
+            finite &= piece.iter().all(|v| v.is_finite());
+        })?;
+        if !finite {
+            return Err(ModelError::NonFinite {
+                path: Some(self.path.clone()),
+                tensor: name.into(),
+            });
+        }
+        Ok(Some(Deferred {
+            path: self.path.clone(),
+            mmap: mmap.clone(),
+            name: name.into(),
+        }))
+    }
+}
+
+/// A checked tensor of a memory-mapped safetensors file, read when a model first uses it
+/// (`Param::uninitialized`): a model that is converted as it is read (int8 weights) never
+/// holds all of its f32 weights at once.
+#[derive(Clone)]
+pub struct Deferred {
+    path: PathBuf,
+    mmap: Arc<Mmap>,
+    name: String,
+}
+
+impl Deferred {
+    /// The values, as [`WeightFile::read_f32`] reads them.
+    pub fn read(&self) -> Vec<f32> {
+        let mut values = Vec::new();
+        decode_safetensors(&self.path, &self.mmap, &self.name, |piece, total| {
+            values.reserve_exact(total - values.len());
+            values.extend(piece)
+        })
+        .expect("the tensor was checked when the file was loaded");
+        values
+    }
+}
+
+/// Decodes tensor `name` of a safetensors file to f32 in pieces, handing each to `sink`
+/// with the tensor's number of values, and releases the file's pages once decoded: the file and a copy of it are never both
+/// whole in memory (`wte` alone is 154 MB).
+fn decode_safetensors(
+    path: &Path,
+    mmap: &Mmap,
+    name: &str,
+    mut sink: impl FnMut(&[f32], usize),
+) -> Result<()> {
+    let bad = |m: String| ModelError::file(path, format!("tensor {name:?}: {m}"));
+    let tensors = SafeTensors::deserialize(mmap).map_err(|e| bad(e.to_string()))?;
+    let view = tensors.tensor(name).map_err(|e| bad(e.to_string()))?;
+    let decode: fn(&[u8], &mut Vec<f32>) = match view.dtype() {
+        Dtype::F32 => |b, out| {
+            out.extend(
+                b.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            )
+        },
+        Dtype::F16 => |b, out| {
+            out.extend(
+                b.chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            )
+        },
+        Dtype::BF16 => |b, out| {
+            out.extend(
+                b.chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+            )
+        },
+        Dtype::F64 => |b, out| {
+            out.extend(
+                b.chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
+            )
+        },
+        other => return Err(bad(format!("dtype {other:?} is not a float type"))),
+    };
+    const PIECE: usize = 8 << 20;
+    let per_value = view.dtype().bitsize() / 8;
+    let total = view.data().len() / per_value;
+    let mut buf = Vec::with_capacity(PIECE.min(view.data().len()) / per_value);
+    for piece in view.data().chunks(PIECE) {
+        buf.clear();
+        decode(piece, &mut buf);
+        sink(&buf, total);
+        release_pages(mmap, piece);
+    }
+    Ok(())
 }
