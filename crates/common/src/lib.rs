@@ -1,4 +1,4 @@
-//! # llm-common: the file helpers every llm-e2e crate shares
+//! # llm-common: the helpers every llm-e2e crate shares
 //!
 //! The lowest layer of the workspace; it depends on nothing but `std`.
 //!
@@ -7,6 +7,8 @@
 //! - [`fs::remove_stale_temps`]: clear the temporary files that a killed writer left behind.
 //! - [`fs::DirLock`]: one process at a time in a directory (a run, say).
 //! - [`failpoint`]: stop a writer at a chosen moment, so tests can `kill -9` it there.
+//! - [`bench`]: what the benchmarks share (this process's RSS, medians of timed runs).
 
+pub mod bench;
 pub mod failpoint;
 pub mod fs;

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Device, Tensor};
+use llm_common::bench::{median, median_secs, rss_mib, Rss};
 use llm_infer::{Engine, InferModel, KvDtype, Quant, Request, SamplingParams, SlotCache};
 use llm_model::backend::DefaultBackend;
 use llm_model::pretrained::{self, ModelSource};
@@ -61,20 +62,6 @@ fn prompt(n: usize, salt: usize) -> Vec<u32> {
     (0..n)
         .map(|i| (((i + salt) * 7919 + 13) % 50257) as u32)
         .collect()
-}
-
-fn rss_mb(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn request(prompt: Vec<u32>, new: usize) -> Request {
@@ -116,7 +103,7 @@ fn decode(engine: &mut Engine<B>, batch: usize, salt: usize) -> (f64, Vec<f64>) 
     for _ in 0..NEW {
         let events = engine.step().unwrap();
         assert_eq!(events.len(), batch);
-        rss.push(rss_mb("VmRSS:"));
+        rss.push(rss_mib(Rss::Now));
     }
     let rate = (batch * NEW) as f64 / start.elapsed().as_secs_f64();
     assert_eq!(engine.active(), 0);
@@ -124,17 +111,8 @@ fn decode(engine: &mut Engine<B>, batch: usize, salt: usize) -> (f64, Vec<f64>) 
 }
 
 /// Median seconds of `f` over a few runs.
-fn time(mut f: impl FnMut()) -> f64 {
-    f();
-    median(
-        (0..5)
-            .map(|_| {
-                let start = Instant::now();
-                f();
-                start.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+fn time(f: impl FnMut()) -> f64 {
+    median_secs(5, f)
 }
 
 /// Where one batch-1 decode step goes. The parts are timed at the step's shapes, in the
@@ -210,7 +188,7 @@ fn run_case(dir: &Path, quant: Quant) -> Value {
     let model = InferModel::from_gpt(gpt, quant);
     let load_s = start.elapsed().as_secs_f64();
     let weight_mb = model.weight_bytes() as f64 / (1 << 20) as f64;
-    let rss_loaded = rss_mb("VmHWM:");
+    let rss_loaded = rss_mib(Rss::Peak);
     let wpe_bytes = 4 * model.wpe.shape().num_elements();
     let mut engine = new_engine(model, 1, CAPACITY, &device);
     let cache_mb = engine.cache().bytes() as f64 / (1 << 20) as f64;
@@ -218,7 +196,7 @@ fn run_case(dir: &Path, quant: Quant) -> Value {
     let rates: Vec<(f64, Vec<f64>)> = (0..3).map(|r| decode(&mut engine, 1, 100 * r)).collect();
     let rss_steps = rates[1].1.clone();
     let decode_tok_s = median(rates.iter().map(|r| r.0).collect());
-    let peak_batch1 = rss_mb("VmHWM:");
+    let peak_batch1 = rss_mib(Rss::Peak);
     let profile = profile(engine.model(), 1.0 / decode_tok_s, &device);
     let burn_quantized = burn_quantized(engine.model(), &device);
     let model = engine.model().clone();
@@ -236,7 +214,7 @@ fn run_case(dir: &Path, quant: Quant) -> Value {
         "decode_tok_s": decode_tok_s,
         "batch_tok_s": batch_tok_s,
         "peak_rss_mb": peak_batch1,
-        "peak_rss_batch_mb": rss_mb("VmHWM:"),
+        "peak_rss_batch_mb": rss_mib(Rss::Peak),
         "rss_first_last_step_mb": [rss_steps[0], rss_steps[rss_steps.len() - 1]],
         "profile": profile,
         "burn_quantized": burn_quantized,

@@ -6,8 +6,7 @@
 //! `cargo bench -p llm-model --bench checkpoint`. The file is in the page cache after the
 //! first read, so the figures are the CPU cost, the worst case for the checksums' share.
 
-use std::time::Instant;
-
+use llm_common::bench::median_secs;
 use llm_model::backend::DefaultBackend;
 use llm_model::{Checkpoint, Gpt2Config};
 use rayon::prelude::*;
@@ -15,20 +14,6 @@ use sha2::{Digest, Sha256};
 
 #[global_allocator]
 static GLOBAL: llm_model::alloc::MiMalloc = llm_model::alloc::MiMalloc;
-
-/// Median seconds of `runs` runs of `f`, after one warm-up run.
-fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut secs: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    secs.sort_by(f64::total_cmp);
-    secs[runs / 2]
-}
 
 fn main() {
     let runs = 5;

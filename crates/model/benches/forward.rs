@@ -6,11 +6,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use criterion::{BenchmarkId, Criterion, Throughput};
+use llm_common::bench::{median_secs, rss_mib, Rss};
 use llm_model::backend::DefaultBackend;
 use llm_model::{Gpt, Gpt2Config};
 
@@ -37,24 +37,7 @@ fn forward<Bk: Backend>(model: &Gpt<Bk>, ids: &Tensor<Bk, 2, Int>, device: &Bk::
 fn tokens_per_s(model: &Gpt<B>, b: usize, t: usize, runs: usize) -> f64 {
     let device = Default::default();
     let ids = ids::<B>(b, t, &device);
-    forward(model, &ids, &device);
-    let mut secs: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            forward(model, &ids, &device);
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    secs.sort_by(f64::total_cmp);
-    (b * t) as f64 / secs[runs / 2]
-}
-
-/// Peak resident set size of this process, from /proc (Linux), in MB.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    (b * t) as f64 / median_secs(runs, || forward(model, &ids, &device))
 }
 
 fn main() {
@@ -128,7 +111,7 @@ fn main() {
     println!("(about {gflop_per_token:.2} GFLOP per token, attention excluded; peer: {peer_name})");
     println!(
         "peak RSS: llm-e2e {:.0} MB, PyTorch {} MB",
-        peak_rss_mb().unwrap_or(f64::NAN),
+        rss_mib(Rss::Peak),
         peer.as_ref()
             .and_then(|p| p["peak_rss_mb"].as_f64())
             .map_or("-".into(), |m| format!("{m:.0}"))

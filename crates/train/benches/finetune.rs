@@ -15,6 +15,7 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use llm_common::bench::{median, rss_mib, Rss};
 use llm_data::dpo::PreferenceBatch;
 use llm_data::NextTokenBatch;
 use llm_model::backend::DefaultBackend;
@@ -60,15 +61,6 @@ fn ids<Bk: Backend>(salt: usize, device: &Bk::Device) -> Tensor<Bk, 2, Int> {
     Tensor::from_data(TensorData::new(v, [BATCH, SEQ]), device)
 }
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 /// The median seconds of `steps` calls of `step` after one warm-up.
 fn timed(steps: usize, mut step: impl FnMut(usize)) -> f64 {
     let mut secs = Vec::new();
@@ -79,8 +71,7 @@ fn timed(steps: usize, mut step: impl FnMut(usize)) -> f64 {
             secs.push(start.elapsed().as_secs_f64());
         }
     }
-    secs.sort_by(f64::total_cmp);
-    secs[secs.len() / 2]
+    median(secs)
 }
 
 /// One optimizer step of an objective.
@@ -173,7 +164,7 @@ fn child(case: &str, steps: usize) {
     };
     println!(
         "{}",
-        json!({"tokens_per_s": tokens_per_s, "trainable": trainable, "peak_rss_mb": peak_rss_mb()})
+        json!({"tokens_per_s": tokens_per_s, "trainable": trainable, "peak_rss_mb": rss_mib(Rss::Peak)})
     );
 }
 

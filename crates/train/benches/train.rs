@@ -14,6 +14,7 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use llm_common::bench::{median, rss_mib, Rss};
 use llm_model::backend::DefaultBackend;
 use llm_model::{head_nll, Gpt, Gpt2Config};
 use llm_train::{GptOptimizer, OptimizerConfig};
@@ -54,15 +55,6 @@ fn ids<Bk: Backend>(b: usize, t: usize, salt: usize, device: &Bk::Device) -> Ten
         .map(|i| (((i + salt) * 7919 + 13) % 50257) as i64)
         .collect();
     Tensor::from_data(TensorData::new(v, [b, t]), device)
-}
-
-fn rss_mb(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 #[derive(Default, Clone, Copy)]
@@ -134,12 +126,11 @@ fn run_ours(config: &Gpt2Config, b: usize, t: usize, steps: usize) -> Ours {
             total.optimizer += p.optimizer;
             total.data += p.data;
         }
-        rss.push(rss_mb("VmRSS:"));
+        rss.push(rss_mib(Rss::Now));
     }
     let _ = model.valid();
-    secs.sort_by(f64::total_cmp);
     Ours {
-        tokens_per_s: (b * t) as f64 / secs[secs.len() / 2],
+        tokens_per_s: (b * t) as f64 / median(secs),
         phases: total,
         rss,
     }
@@ -249,7 +240,7 @@ fn main() {
     }
     println!(
         "peak RSS: llm-e2e {:.0} MB (all configs), PyTorch {} MB",
-        rss_mb("VmHWM:"),
+        rss_mib(Rss::Peak),
         peer.as_ref()
             .and_then(|p| p["peak_rss_mb"].as_f64())
             .map_or("-".into(), |m| format!("{m:.0}"))
