@@ -121,14 +121,7 @@ impl WeightFile {
     /// The values of a tensor, converted to f32 (from f32, f16, bf16 or f64).
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
         match &self.backing {
-            Backing::Safetensors(mmap) => {
-                let mut values = Vec::new();
-                decode_safetensors(&self.path, mmap, name, |piece, total| {
-                    values.reserve_exact(total - values.len());
-                    values.extend(piece)
-                })?;
-                Ok(values)
-            }
+            Backing::Safetensors(mmap) => read_safetensors(&self.path, mmap, name),
             Backing::Pytorch(tensors) => {
                 let bad = |m: String| ModelError::file(&self.path, format!("tensor {name:?}: {m}"));
                 let t = tensors
@@ -182,14 +175,19 @@ pub struct Deferred {
 impl Deferred {
     /// The values, as [`WeightFile::read_f32`] reads them.
     pub fn read(&self) -> Vec<f32> {
-        let mut values = Vec::new();
-        decode_safetensors(&self.path, &self.mmap, &self.name, |piece, total| {
-            values.reserve_exact(total - values.len());
-            values.extend(piece)
-        })
-        .expect("the tensor was checked when the file was loaded");
-        values
+        read_safetensors(&self.path, &self.mmap, &self.name)
+            .expect("the tensor was checked when the file was loaded")
     }
+}
+
+/// Tensor `name` of a safetensors file, whole, in f32 (allocated once, at its size).
+fn read_safetensors(path: &Path, mmap: &Mmap, name: &str) -> Result<Vec<f32>> {
+    let mut values = Vec::new();
+    decode_safetensors(path, mmap, name, |piece, total| {
+        values.reserve_exact(total - values.len());
+        values.extend(piece)
+    })?;
+    Ok(values)
 }
 
 /// Decodes tensor `name` of a safetensors file to f32 in pieces, handing each to `sink`
