@@ -22,7 +22,7 @@ use crate::cache::{KvDtype, SlotCache};
 use crate::error::{InferError, Result};
 use crate::model::InferModel;
 use crate::text::TextStream;
-use llm_model::sampling::{SamplingParams, TokenSampler};
+use llm_model::sampling::{Choice, SamplingParams, TokenSampler};
 
 /// A sequence's handle.
 pub type SeqId = u64;
@@ -34,6 +34,9 @@ pub struct Request {
     pub params: SamplingParams,
     /// Keep the last `n_positions` tokens of a longer prompt instead of refusing it.
     pub truncate_left: bool,
+    /// Also score the prompt: the first event carries every prompt token's
+    /// log-probability after the first ([`Event::prompt_logprobs`]).
+    pub prompt_logprobs: bool,
 }
 
 /// Why a sequence ended.
@@ -55,6 +58,9 @@ pub struct Event {
     /// Text now safe to show (with a tokenizer; whole characters, no stop-string start).
     pub text: String,
     pub finish: Option<Finish>,
+    /// On a sequence's first event, if its request asked: prompt tokens 1.. with their
+    /// log-probabilities given the tokens before them, and `top_logprobs` alternatives.
+    pub prompt_logprobs: Vec<Choice>,
 }
 
 /// A finished sequence, from [`Engine::generate`].
@@ -77,6 +83,8 @@ struct Sequence {
     /// Tokens the next step feeds.
     pending: Vec<u32>,
     generated: usize,
+    /// Score the prompt in the first step.
+    score_prompt: bool,
     sampler: TokenSampler,
     text: Option<TextStream>,
 }
@@ -155,6 +163,7 @@ impl<B: KernelBackend> Engine<B> {
             prompt,
             params,
             truncate_left,
+            prompt_logprobs,
         } = request;
         params.validate()?;
         if prompt.is_empty() {
@@ -169,7 +178,9 @@ impl<B: KernelBackend> Engine<B> {
         }
         let n_positions = self.model.n_positions();
         let prompt = match prompt.len() > n_positions {
-            true if truncate_left => prompt[prompt.len() - n_positions..].to_vec(),
+            true if truncate_left && !prompt_logprobs => {
+                prompt[prompt.len() - n_positions..].to_vec()
+            }
             true => {
                 return Err(InferError::PromptTooLong {
                     len: prompt.len(),
@@ -214,6 +225,7 @@ impl<B: KernelBackend> Engine<B> {
             tokens: prompt,
             cached: 0,
             generated: 0,
+            score_prompt: prompt_logprobs,
             text,
         });
         Ok(id)
@@ -236,11 +248,65 @@ impl<B: KernelBackend> Engine<B> {
 
     /// One forward pass over every running sequence: one new token each.
     pub fn step(&mut self) -> Result<Vec<Event>> {
+        let (segments, ids) = self.batch();
+        if segments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.rows(&segments);
+        let flat: Vec<usize> = rows.iter().flat_map(|r| r.clone()).collect();
+        let logits = (self.model).forward_rows(&ids, &segments, &mut self.cache, &flat);
+        let logits: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 logits");
+        let vocab = self.model.vocab_size();
+        // Each segment's logits, `[rows, vocab]`, in order.
+        let mut per_segment = Vec::with_capacity(segments.len());
+        let mut at = 0;
+        for r in &rows {
+            per_segment.push(&logits[at * vocab..(at + r.len()) * vocab]);
+            at += r.len();
+        }
+        // A sequence whose logits overflow ends with an error before any other advances:
+        // they run this step again (rewriting the same cache rows).
+        let overflow = |l: &&[f32]| l.iter().any(|v| v.is_nan() || *v == f32::INFINITY);
+        if let Some(i) = per_segment.iter().position(overflow) {
+            let seq = self.slots[segments[i].slot].take().expect("a running slot");
+            return Err(InferError::NonFinite { id: seq.id });
+        }
+        let mut events = Vec::with_capacity(segments.len());
+        for (seg, rows) in segments.iter().zip(per_segment) {
+            let seq = self.slots[seg.slot].as_mut().expect("a running slot");
+            let (before, last) = rows.split_at(rows.len() - vocab);
+            let top = seq.sampler.params().top_logprobs;
+            let prompt_logprobs = match std::mem::take(&mut seq.score_prompt) {
+                true => score(before, vocab, &seq.tokens[1..], top),
+                false => Vec::new(),
+            };
+            let mut event = advance(seq, seg, last)?;
+            event.prompt_logprobs = prompt_logprobs;
+            if event.finish.is_some() {
+                self.slots[seg.slot] = None;
+            }
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// This step's segments and their tokens, one per running sequence; but at most one
+    /// prompt is scored per step (all of its rows are kept), so that a step's logits stay
+    /// within one context of rows.
+    fn batch(&mut self) -> (Vec<Segment>, Vec<u32>) {
         let capacity = self.cache.capacity();
         let mut segments = Vec::new();
         let mut ids = Vec::new();
+        let mut scoring = false;
         for (slot, seq) in self.slots.iter_mut().enumerate() {
             let Some(seq) = seq else { continue };
+            if seq.score_prompt && std::mem::replace(&mut scoring, true) {
+                continue; // joins at the next step
+            }
             if seq.cached + seq.pending.len() > capacity {
                 // Slide: refill the slot from the last half-context of tokens.
                 let keep = (capacity / 2).max(1);
@@ -254,31 +320,25 @@ impl<B: KernelBackend> Engine<B> {
             });
             ids.extend_from_slice(&seq.pending);
         }
-        if segments.is_empty() {
-            return Ok(Vec::new());
-        }
-        let logits = self.model.forward(&ids, &segments, &mut self.cache); // [segments, vocab]
-        let vocab = self.model.vocab_size();
-        let logits: Vec<f32> = logits
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32 logits");
-        let mut events = Vec::with_capacity(segments.len());
-        for (seg, row) in segments.iter().zip(logits.chunks_exact(vocab)) {
-            let seq = self.slots[seg.slot].as_mut().expect("a running slot");
-            if row.iter().any(|l| l.is_nan() || *l == f32::INFINITY) {
-                let id = seq.id;
-                self.slots[seg.slot] = None;
-                return Err(InferError::NonFinite { id });
-            }
-            let event = advance(seq, seg, row)?;
-            if event.finish.is_some() {
-                self.slots[seg.slot] = None;
-            }
-            events.push(event);
-        }
-        Ok(events)
+        (segments, ids)
+    }
+
+    /// The rows of the step's tokens that go through the LM head, per segment: all of a
+    /// prompt being scored, else the last.
+    fn rows(&self, segments: &[Segment]) -> Vec<std::ops::Range<usize>> {
+        let mut start = 0;
+        (segments.iter())
+            .map(|seg| {
+                let end = start + seg.len;
+                let seq = self.slots[seg.slot].as_ref();
+                let rows = match seq.is_some_and(|s| s.score_prompt) {
+                    true => start..end,
+                    false => end - 1..end,
+                };
+                start = end;
+                rows
+            })
+            .collect()
     }
 
     /// Runs `requests` to the end, as many at once as there are slots (the rest join as
@@ -337,6 +397,13 @@ impl<B: KernelBackend> Engine<B> {
     }
 }
 
+/// Under each of `rows [k, vocab]`, the log-probability of the token after it in `next [≥ k]`.
+fn score(rows: &[f32], vocab: usize, next: &[u32], top: usize) -> Vec<Choice> {
+    (rows.chunks_exact(vocab).zip(next))
+        .map(|(row, &token)| Choice::scored(row, token, top))
+        .collect()
+}
+
 /// Chooses a sequence's next token from its logits and updates it.
 fn advance(seq: &mut Sequence, seg: &Segment, logits: &[f32]) -> Result<Event> {
     let choice = seq.sampler.choose(logits);
@@ -374,5 +441,6 @@ fn advance(seq: &mut Sequence, seg: &Segment, logits: &[f32]) -> Result<Event> {
         top_logprobs: choice.top_logprobs,
         text,
         finish,
+        prompt_logprobs: Vec::new(),
     })
 }

@@ -245,24 +245,33 @@ impl<B: KernelBackend> InferModel<B> {
         segments: &[Segment],
         cache: &mut SlotCache<B>,
     ) -> Tensor<B, 2> {
-        B::run_pass(|| {
-            let x = self.forward_hidden(ids, segments, cache); // [n, c]
-            self.head(self.last_of_each(x, segments)) // [segments, vocab]
-        })
-    }
-
-    /// Each segment's last row of `x [n, c]`: `[segments, c]`.
-    fn last_of_each(&self, x: Tensor<B, 2>, segments: &[Segment]) -> Tensor<B, 2> {
-        let last: Vec<i64> = segments
-            .iter()
+        let last: Vec<usize> = (segments.iter())
             .scan(0, |end, s| {
                 *end += s.len;
-                Some(*end as i64 - 1)
+                Some(*end - 1)
             })
             .collect();
-        let k = last.len();
-        let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [k]), &self.wpe.device());
-        x.select(0, last)
+        self.forward_rows(ids, segments, cache, &last)
+    }
+
+    /// As [`InferModel::forward`], but the logits of the new tokens at `rows` (indices
+    /// into `ids`), `[rows, vocab]`: a prompt to score gives all of its rows, the others
+    /// their last.
+    pub fn forward_rows(
+        &self,
+        ids: &[u32],
+        segments: &[Segment],
+        cache: &mut SlotCache<B>,
+        rows: &[usize],
+    ) -> Tensor<B, 2> {
+        B::run_pass(|| {
+            let x = self.forward_hidden(ids, segments, cache); // [n, c]
+            let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            let k = rows.len();
+            let rows =
+                Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [k]), &self.wpe.device());
+            self.head(x.select(0, rows)) // [rows, vocab]
+        })
     }
 
     /// As [`InferModel::forward`], but the logits of every new token, `[ids, vocab]`

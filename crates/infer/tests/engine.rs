@@ -61,6 +61,7 @@ fn greedy(prompt: Vec<u32>, n: usize) -> Request {
             ..Default::default()
         },
         truncate_left: false,
+        prompt_logprobs: false,
     }
 }
 
@@ -347,6 +348,7 @@ fn the_same_seed_gives_the_same_tokens() {
             ..Default::default()
         },
         truncate_left: false,
+        prompt_logprobs: false,
     };
     let out = e
         .generate(vec![sampled(3), sampled(3), sampled(4)])
@@ -419,4 +421,46 @@ fn perplexity_through_the_engine_layout_equals_the_models() {
     let (agree, scored) = q8.top1_agreement(&f32, &ids, 128, 64).unwrap();
     assert_eq!(scored, tokens);
     assert!(agree as f64 >= 0.9 * scored as f64, "{agree} of {scored}");
+}
+
+#[test]
+fn prompt_logprobs_give_the_reference_loss_while_others_decode() {
+    let mut e = engine::<Flex>(3);
+    // A sequence already decoding shares the scoring steps.
+    let (prompt, _) = cases().remove(0);
+    let running = e.add(greedy(prompt, 40)).unwrap();
+    e.step().unwrap();
+    for s in reference()["sequences"].as_array().unwrap() {
+        let Some(loss) = s["loss"].as_f64() else {
+            continue;
+        };
+        let prompt = ids(&s["input_ids"]);
+        let mut request = greedy(prompt.clone(), 1);
+        request.prompt_logprobs = true;
+        request.params.top_logprobs = 2;
+        let id = e.add(request).unwrap();
+        let event = loop {
+            let events = e.step().unwrap();
+            if let Some(ev) = events.into_iter().find(|ev| ev.id == id) {
+                break ev;
+            }
+        };
+        assert_eq!(event.prompt_logprobs.len(), prompt.len() - 1);
+        let tokens: Vec<u32> = event.prompt_logprobs.iter().map(|c| c.token).collect();
+        assert_eq!(tokens, prompt[1..]);
+        let nll = -(event.prompt_logprobs.iter())
+            .map(|c| c.logprob as f64)
+            .sum::<f64>()
+            / tokens.len() as f64;
+        assert!(
+            (nll - loss).abs() <= 1e-4 * loss,
+            "{}: {nll} against the reference loss {loss}",
+            s["name"]
+        );
+        for c in &event.prompt_logprobs {
+            assert_eq!(c.top_logprobs.len(), 2);
+            assert!(c.top_logprobs[0].1 >= c.logprob);
+        }
+    }
+    assert!(e.cancel(running), "the decoding sequence ran on alongside");
 }

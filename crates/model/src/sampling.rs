@@ -133,6 +133,22 @@ pub struct Choice {
     pub top_logprobs: Vec<(u32, f32)>,
 }
 
+impl Choice {
+    /// `token` with its log-probability under `logits [vocab]`, and the `top` most likely
+    /// tokens with theirs (the same floats: the best one's equals `logprob` when chosen).
+    pub fn scored(logits: &[f32], token: u32, top: usize) -> Choice {
+        let lse = log_sum_exp(logits);
+        Choice {
+            token,
+            logprob: logits[token as usize] - lse,
+            top_logprobs: top_n(logits, top)
+                .into_iter()
+                .map(|i| (i, logits[i as usize] - lse))
+                .collect(),
+        }
+    }
+}
+
 /// Chooses one sequence's tokens: its parameters, its random stream and what it has said.
 #[derive(Clone, Debug)]
 pub struct TokenSampler {
@@ -177,15 +193,7 @@ impl TokenSampler {
         if let Some(s) = self.seen.get_mut(token as usize) {
             *s = true;
         }
-        let lse = log_sum_exp(logits);
-        Choice {
-            token,
-            logprob: logits[token as usize] - lse,
-            top_logprobs: top_n(logits, self.params.top_logprobs)
-                .into_iter()
-                .map(|i| (i, logits[i as usize] - lse))
-                .collect(),
-        }
+        Choice::scored(logits, token, self.params.top_logprobs)
     }
 
     fn penalised(&self, logits: &[f32]) -> Vec<f32> {
