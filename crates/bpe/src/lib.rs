@@ -12,6 +12,8 @@
 //!   - [`Gpt2Tokenizer::encode_batch`] / [`Gpt2Tokenizer::encode_parallel`]: all cores.
 //! - [`train`]: learn a byte-level BPE vocabulary of any size from a corpus, saved as
 //!   `tokenizer.json` ([`Gpt2Tokenizer::save_tokenizer_json`]).
+//! - [`chat`]: chat templates (the Alpaca format instruction tuning uses, and a plain
+//!   transcript), as Hugging Face keeps `apply_chat_template` with the tokenizer.
 //! - [`SimpleTokenizer`]: the word-level tokenizer of the "LLMs from scratch" walkthrough,
 //!   for teaching.
 //!
@@ -33,6 +35,7 @@
 //! ```
 
 mod bytes;
+pub mod chat;
 mod error;
 mod model;
 mod pretokenize;

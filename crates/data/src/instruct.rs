@@ -8,6 +8,10 @@ use burn::data::dataset::Dataset;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use llm_bpe::Gpt2Tokenizer;
+// The Alpaca format's strings live with the chat templates (`llm_bpe::chat`).
+pub use llm_bpe::chat::{
+    INPUT_HEADER, INSTRUCTION_HEADER, PREAMBLE, PROMPT_TEMPLATE, RESPONSE_HEADER,
+};
 use serde::Deserialize;
 
 use crate::batcher::int_tensor;
@@ -28,22 +32,12 @@ pub struct InstructionExample {
 
 /// The prompt: the task preamble, `### Instruction:` and, if there is an input, `### Input:`.
 pub fn format_input(e: &InstructionExample) -> String {
-    let mut s = format!(
-        "Below is an instruction that describes a task. Write a response that appropriately \
-         completes the request.\n\n### Instruction:\n{}",
-        e.instruction
-    );
+    let mut s = format!("{PREAMBLE}{INSTRUCTION_HEADER}{}", e.instruction);
     if !e.input.is_empty() {
-        s.push_str(&format!("\n\n### Input:\n{}", e.input));
+        s.push_str(&format!("{INPUT_HEADER}{}", e.input));
     }
     s
 }
-
-/// The name of this prompt format, as checkpoints record it.
-pub const PROMPT_TEMPLATE: &str = "alpaca";
-
-/// The header that separates the prompt from the response.
-pub const RESPONSE_HEADER: &str = "\n\n### Response:\n";
 
 /// Prompt, response header and response: the whole training text.
 pub fn format_example(e: &InstructionExample) -> String {

@@ -5,11 +5,13 @@ mod common;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use common::*;
+use llm_bpe::chat::{ChatTemplate, Message, Role};
 use llm_bpe::Gpt2Tokenizer;
 use llm_data::dpo::{load_preferences, PreferenceBatch, PreferenceBatcher, PreferenceDataset};
 use llm_data::instruct::{
     format_example, format_input, load_instructions, split_instructions, InstructionBatch,
     InstructionBatcher, InstructionDataset, InstructionExample, InstructionItem, IGNORE_INDEX,
+    RESPONSE_HEADER,
 };
 use llm_data::spam::{balanced, load_sms, split_spam, SpamBatch, SpamBatcher, SpamDataset};
 
@@ -29,6 +31,13 @@ fn alpaca_prompt_template() {
          \n\n### Instruction:\nConvert to passive voice.\n\n### Input:\nTom baked the cake.\n\n### Response:\nThe cake was baked by Tom."
     );
     assert!(!format_input(&example("")).contains("### Input:"));
+    // A one-question chat through the Alpaca chat template is the training prompt.
+    let chat =
+        ChatTemplate::Alpaca.render(&[Message::new(Role::User, "Convert to passive voice.")]);
+    assert_eq!(
+        chat,
+        format!("{}{RESPONSE_HEADER}", format_input(&example("")))
+    );
 }
 
 #[test]
