@@ -17,6 +17,7 @@ use llm_train::{Outcome, Summary, TrainOptions};
 use serde_json::{json, Value};
 
 use crate::model_cmd::{resolve_model, Resolved};
+use llm_infer::load::check_vocab;
 
 #[derive(Args)]
 pub struct FinetuneArgs {
@@ -257,7 +258,7 @@ impl BackendTask for ClassifyJob<'_> {
         let (gpt, _) = pretrained::load::<B>(&self.resolved.source, &device)?;
         let (model, info) = Classifier::from_checkpoint(gpt, &self.checkpoint, &device)?;
         let tok = &self.resolved.tokenizer;
-        crate::model_cmd::check_vocab(tok, model.gpt.vocab_size())?;
+        check_vocab(tok, model.gpt.vocab_size())?;
         Ok(finetune::predict(
             &model,
             &info,

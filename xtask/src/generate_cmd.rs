@@ -8,17 +8,17 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use llm_infer::{
-    quantized, Engine, Event, Finish, InferModel, KvDtype, Output, Quant, Request, SamplingParams,
-    SlotCache,
+    quantized, Engine, Event, Finish, KvDtype, Output, Quant, Request, SamplingParams, SlotCache,
 };
 use llm_model::backend::{run_on, BackendTask};
-use llm_model::pretrained::{self, ModelSource};
+
 use llm_model::KernelBackend;
 use serde_json::Value;
 
 use crate::args::{positive, temperature};
-use crate::model_cmd::{check_vocab, resolve, ModelArgs, Resolved};
+use crate::model_cmd::{resolve, ModelArgs, Resolved};
 use crate::tokenizer::SpecialPolicy;
+use llm_infer::load::{check_vocab, load_model};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -169,28 +169,6 @@ fn read_prompts_file(
     Ok(prompts)
 }
 
-/// The model of `resolved` laid out for the engine: a saved int8 model as it is, any other
-/// quantized at load if `quant` asks (f32 by default).
-pub(crate) fn load_infer_model<B: KernelBackend>(
-    resolved: &Resolved,
-    quant: Option<Quant>,
-    device: &B::Device,
-) -> Result<InferModel<B>> {
-    if let ModelSource::HfDir(dir) = &resolved.source {
-        if quantized::is_quantized_dir(dir) {
-            if quant == Some(Quant::F32) {
-                bail!(
-                    "{} holds int8 weights (cargo xtask quantize): --quant f32 cannot restore them; use the model it was quantized from",
-                    dir.display()
-                );
-            }
-            return Ok(quantized::load_quantized(dir, device)?);
-        }
-    }
-    let (gpt, _) = pretrained::load::<B>(&resolved.source, device)?;
-    Ok(InferModel::from_gpt(gpt, quant.unwrap_or_default()))
-}
-
 struct GenerateTask<'a> {
     args: &'a GenerateArgs,
     resolved: &'a Resolved,
@@ -201,7 +179,7 @@ impl BackendTask for GenerateTask<'_> {
     type Output = Result<()>;
 
     fn run<B: KernelBackend>(self, device: B::Device) -> Result<()> {
-        let model = load_infer_model::<B>(self.resolved, self.args.quant, &device)?;
+        let model = load_model::<B>(&self.resolved.source, self.args.quant, &device)?;
         let tok = Arc::new(self.resolved.tokenizer.clone());
         check_vocab(&tok, model.vocab_size())?;
         let n_positions = model.n_positions();
@@ -225,6 +203,7 @@ impl BackendTask for GenerateTask<'_> {
                 prompt: p.clone(),
                 params: params.clone(),
                 truncate_left: true,
+                prompt_logprobs: false,
             })
             .collect();
         let stream = !self.args.json && self.prompts.len() == 1;
@@ -325,7 +304,7 @@ impl BackendTask for QuantizeTask<'_> {
     type Output = Result<()>;
 
     fn run<B: KernelBackend>(self, device: B::Device) -> Result<()> {
-        let model = load_infer_model::<B>(self.resolved, Some(Quant::Q8), &device)?;
+        let model = load_model::<B>(&self.resolved.source, Some(Quant::Q8), &device)?;
         check_vocab(&self.resolved.tokenizer, model.vocab_size())?;
         let out = &self.args.out;
         quantized::save_quantized(&model, out)?;

@@ -1,9 +1,9 @@
 //! `download`, `eval` and `export`, and the model flags every command that loads a GPT-2
 //! shares.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use llm_bpe::{Allowed, Gpt2Tokenizer};
@@ -11,12 +11,12 @@ use llm_infer::Quant;
 use llm_model::backend::{run_on, BackendKind, BackendTask};
 use llm_model::hub::Hub;
 use llm_model::pretrained::{self, ModelSource};
-use llm_model::Checkpoint;
+
 use llm_model::KernelBackend;
 
 use crate::args::positive;
-use crate::generate_cmd::load_infer_model;
 use crate::tokenizer::read_text;
+use llm_infer::load::{check_vocab, load_model};
 
 /// Which model, on which backend, with which tokenizer.
 #[derive(Args, Clone)]
@@ -35,15 +35,14 @@ pub struct ModelArgs {
     tokenizer: Option<String>,
 }
 
-pub fn default_backend() -> String {
-    BackendKind::default_compiled().map_or("flex".into(), |k| k.name().into())
-}
+pub use llm_infer::server::default_backend;
 
 pub(crate) struct Resolved {
     pub(crate) source: ModelSource,
     pub(crate) tokenizer: Gpt2Tokenizer,
     /// The tokenizer, as `--tokenizer` takes it.
     pub(crate) tokenizer_name: String,
+    pub(crate) template: llm_infer::chat::ChatTemplate,
     pub(crate) backend: BackendKind,
 }
 
@@ -58,61 +57,17 @@ pub(crate) fn resolve_model(
     backend: &str,
 ) -> Result<Resolved> {
     let backend: BackendKind = backend.parse()?;
-    let hub = Hub::from_env()?;
-    let source = pretrained::locate(model, &hub)?;
-    if let (true, ModelSource::Checkpoint(path)) = (Path::new(model).is_dir(), &source) {
-        eprintln!("using {}", describe_checkpoint(path)?);
+    let located = llm_infer::load::locate(model, tokenizer)?;
+    if let Some(note) = &located.note {
+        eprintln!("using {note}");
     }
-    let spec = match (tokenizer, &source) {
-        (Some(spec), _) => spec.to_string(),
-        (None, ModelSource::HfDir(dir))
-            if dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file() =>
-        {
-            dir.display().to_string()
-        }
-        (None, ModelSource::Checkpoint(path)) => Checkpoint::inspect(path)?.metadata["tokenizer"]
-            .as_str()
-            .unwrap_or("gpt2")
-            .to_string(),
-        (None, _) => "gpt2".to_string(),
-    };
-    let tokenizer = Gpt2Tokenizer::load(&spec)
-        .with_context(|| format!("loading the model's tokenizer {spec:?}"))?;
     Ok(Resolved {
-        source,
-        tokenizer_name: spec,
-        tokenizer,
+        source: located.source,
+        tokenizer: located.tokenizer,
+        tokenizer_name: located.tokenizer_name,
+        template: located.template,
         backend,
     })
-}
-
-/// `path (step N, validation loss L)`, from the checkpoint's header.
-fn describe_checkpoint(path: &Path) -> Result<String> {
-    let info = Checkpoint::inspect(path)?;
-    let mut facts = Vec::new();
-    if let Some(step) = info.step() {
-        facts.push(format!("step {step}"));
-    }
-    if let Some(v) = info.metadata["best_val_loss"].as_f64() {
-        facts.push(format!("best validation loss {v:.4}"));
-    }
-    Ok(match facts.is_empty() {
-        true => path.display().to_string(),
-        false => format!("{} ({})", path.display(), facts.join(", ")),
-    })
-}
-
-/// Checks that every id the tokenizer can produce is a token of the model.
-pub(crate) fn check_vocab(tokenizer: &Gpt2Tokenizer, model_vocab: usize) -> Result<()> {
-    if tokenizer.vocab_size() > model_vocab {
-        bail!(
-            "the tokenizer ({}) has {} tokens but the model only {}: pass the model's tokenizer with --tokenizer",
-            tokenizer.name(),
-            tokenizer.vocab_size(),
-            model_vocab
-        );
-    }
-    Ok(())
 }
 
 #[derive(Args)]
@@ -183,11 +138,11 @@ impl BackendTask for EvalTask<'_> {
         let mut agreement = None;
         let (p, context, stride) = if self.args.quant.is_some() || saved_int8 {
             // Through the engine's layout: f32 or int8 weights, one window at a time.
-            let model = load_infer_model::<B>(self.resolved, self.args.quant, &device)?;
+            let model = load_model::<B>(&self.resolved.source, self.args.quant, &device)?;
             check_vocab(&self.resolved.tokenizer, model.vocab_size())?;
             let (context, stride) = self.window(model.n_positions())?;
             if self.args.agreement {
-                let f32 = load_infer_model::<B>(self.resolved, Some(Quant::F32), &device)?;
+                let f32 = load_model::<B>(&self.resolved.source, Some(Quant::F32), &device)?;
                 agreement = Some(model.top1_agreement(&f32, &self.ids, context, stride)?);
             }
             (

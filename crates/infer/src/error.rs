@@ -22,6 +22,9 @@ pub enum InferError {
     NonFinite { id: u64 },
     #[error("{0}")]
     Weights(String),
+    /// Finding or loading a model or its tokenizer.
+    #[error("{0}")]
+    Load(String),
     #[error(transparent)]
     Model(llm_model::ModelError),
     #[error(transparent)]
