@@ -37,7 +37,8 @@ walk:
 
 # Benchmarks: tokenizer vs tiktoken, data pipeline, GPT-2 forward and training vs PyTorch
 # (pip install tiktoken torch), matmul per CPU backend, checkpoint checksums, fine-tuning
-# steps (SFT, DPO, LoRA) vs PyTorch.
+# steps (SFT, DPO, LoRA) vs PyTorch, decoding and serving vs llama.cpp
+# (pip install llama-cpp-python[server] gguf numpy; LLAMA_SERVER=path/to/llama-server).
 bench:
     cargo bench -p llm-bpe
     cargo bench -p llm-data
@@ -47,6 +48,15 @@ bench:
     cargo bench -p llm-train --bench train
     cargo bench -p llm-train --bench finetune
     cargo bench -p llm-infer --bench decode
+    cargo bench -p llm-infer --bench serve
+
+# Serve a model over the OpenAI API on 127.0.0.1:8000 (docs/serve.md).
+serve MODEL *ARGS:
+    cargo xtask serve --model {{MODEL}} {{ARGS}}
+
+# Chat with a model in the terminal.
+chat MODEL *ARGS:
+    cargo xtask chat --model {{MODEL}} {{ARGS}}
 
 # Everything CI runs.
 ci:

@@ -5,6 +5,7 @@
 
 mod args;
 mod backends;
+mod chat_cmd;
 mod data_cmd;
 mod finetune_cmd;
 mod generate_cmd;
@@ -58,6 +59,10 @@ enum Command {
     Finetune(finetune_cmd::FinetuneArgs),
     /// Label texts with a fine-tuned classifier: prints the label and its probability.
     Classify(finetune_cmd::ClassifyArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API (see docs/serve.md).
+    Serve(llm_infer::server::ServeArgs),
+    /// Chat with a model in the terminal, through its chat template.
+    Chat(chat_cmd::ChatArgs),
 }
 
 #[global_allocator]
@@ -99,6 +104,14 @@ fn main() -> ExitCode {
             other => other.map(|_| ()),
         },
         Command::Classify(args) => finetune_cmd::classify(args),
+        Command::Serve(args) => {
+            llm_model::alloc::commit_lazily();
+            chat_cmd::serve(args)
+        }
+        Command::Chat(args) => {
+            llm_model::alloc::commit_lazily();
+            chat_cmd::chat(args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

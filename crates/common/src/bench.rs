@@ -14,11 +14,16 @@ pub enum Rss {
 /// This process's resident set size in MiB, from `/proc/self/status` (Linux); NaN where
 /// there is none.
 pub fn rss_mib(which: Rss) -> f64 {
+    rss_mib_of("self", which)
+}
+
+/// As [`rss_mib`], for process `pid` (`"self"` or a number).
+pub fn rss_mib_of(pid: &str, which: Rss) -> f64 {
     let field = match which {
         Rss::Now => "VmRSS:",
         Rss::Peak => "VmHWM:",
     };
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find(|l| l.starts_with(field))

@@ -72,6 +72,7 @@ fn request(prompt: Vec<u32>, new: usize) -> Request {
             ..Default::default()
         },
         truncate_left: false,
+        prompt_logprobs: false,
     }
 }
 
@@ -306,23 +307,6 @@ fn peer(dir: &Path, quant: &str) -> Option<Value> {
     }
 }
 
-fn host() -> String {
-    #[cfg(target_arch = "x86_64")]
-    let isa = format!(
-        "avx2={} avx512f={} avx512vnni={}",
-        std::arch::is_x86_feature_detected!("avx2"),
-        std::arch::is_x86_feature_detected!("avx512f"),
-        std::arch::is_x86_feature_detected!("avx512vnni"),
-    );
-    #[cfg(not(target_arch = "x86_64"))]
-    let isa = std::env::consts::ARCH.to_string();
-    format!(
-        "{isa}, kernels {}, {} threads",
-        llm_model::kernels::gemv::kernel_level(),
-        rayon::current_num_threads()
-    )
-}
-
 fn row(name: &str, ours: f64, theirs: Option<f64>, fmt: impl Fn(f64) -> String, higher: bool) {
     let ratio = theirs.map_or("-".into(), |t| {
         format!("{:.2}x", if higher { ours / t } else { t / ours })
@@ -356,7 +340,7 @@ fn main() {
         std::env::temp_dir().join(format!("llm-infer-decode-{}", std::process::id()));
     write_model(&dir);
     let exe = std::env::current_exe().unwrap();
-    println!("host: {}", host());
+    println!("host: {}", llm_model::kernels::host_summary());
     let bandwidth = bandwidth_gb_s();
     println!(
         "memory bandwidth (read, {} threads): {bandwidth:.1} GB/s",

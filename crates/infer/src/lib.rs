@@ -14,6 +14,10 @@
 //! - [`quantized`]: the saved int8 model's safetensors layout ([`quantized::save_quantized`],
 //!   [`quantized::load_quantized`]).
 //! - [`TextStream`]: text pieces that are whole characters and never a stop string's start.
+//! - [`load`]: what `--model` names, its tokenizer and recorded chat template, loaded for
+//!   the engine; [`chat`]: chat templates (Alpaca for instruction-tuned checkpoints),
+//!   re-exported from `llm-bpe`.
+//! - `server` (feature `server`, on by default): the OpenAI-compatible HTTP server.
 //!
 //! The hot ops (`linear_nt`, `linear_q8`, `cached_attention`) are
 //! [`llm_model::KernelBackend`] ops: plain Burn ops by default, multi-threaded SIMD
@@ -22,13 +26,17 @@
 mod cache;
 mod engine;
 mod error;
+pub mod load;
 mod model;
 pub mod quantized;
+#[cfg(feature = "server")]
+pub mod server;
 mod text;
 
 pub use cache::{KvDtype, SlotCache};
 pub use engine::{Engine, Event, Finish, Output, Request, SeqId};
 pub use error::{InferError, Result};
+pub use llm_bpe::chat;
 pub use llm_model::sampling::{argmax, Choice, SamplingParams, TokenSampler};
 pub use model::{InferBlock, InferModel, Linear, Quant, Weight};
 pub use text::{Piece, TextStream};

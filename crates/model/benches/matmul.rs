@@ -1,11 +1,16 @@
-//! Square f32 matmul throughput (GFLOP/s) on the CPU backends, to choose the default.
+//! f32 matmul throughput (GFLOP/s) on the CPU, to choose kernels:
+//! - `matmul`: square matmuls on each CPU backend, to choose the default;
+//! - `linear_rows`: a GPT-2 124M MLP layer (`[m, 768] · [3072, 768]ᵀ` and back) for the
+//!   few rows `m` of batched decode, with the weight-streaming kernel (`gemv`) and with
+//!   gemm, to choose where Flex's `linear_nt` switches from one to the other.
 //!
-//! `cargo bench -p llm-model --bench matmul`. Criterion reports "elem/s": with 2·n³ elements
-//! per matmul, that is FLOP/s.
+//! `cargo bench -p llm-model --bench matmul`. Criterion reports "elem/s": with 2·m·n·k
+//! elements per product, that is FLOP/s.
 
 use burn::backend::{Flex, NdArray};
 use burn::tensor::{backend::Backend, Distribution, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use llm_model::kernels::gemv;
 
 fn bench_backend<B: Backend>(c: &mut Criterion, name: &str) {
     let device = B::Device::default();
@@ -31,5 +36,29 @@ fn matmul(c: &mut Criterion) {
     bench_backend::<NdArray>(c, "ndarray");
 }
 
-criterion_group!(benches, matmul);
+fn linear_rows(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linear_rows");
+    g.sample_size(20);
+    let values = |len: usize, seed: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    };
+    for (name, n, k) in [("c_fc", 3072usize, 768usize), ("c_proj", 768, 3072)] {
+        let w = values(n * k, 1);
+        for m in [1usize, 4, 8, 16, 32] {
+            let x = values(m * k, 2);
+            g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            g.bench_function(BenchmarkId::new(format!("{name}/gemv"), m), |b| {
+                b.iter(|| gemv::gemv_f32(&x, m, &w, n, k, None))
+            });
+            g.bench_function(BenchmarkId::new(format!("{name}/gemm"), m), |b| {
+                b.iter(|| gemv::gemm_f32(&x, m, &w, n, k, None))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, matmul, linear_rows);
 criterion_main!(benches);

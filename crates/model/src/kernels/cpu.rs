@@ -87,6 +87,25 @@ pub fn kernel_level() -> &'static str {
     level().name()
 }
 
+/// The host as benchmarks report it: its SIMD features, the kernels chosen and the
+/// threads, e.g. `avx2=true avx512f=true avx512vnni=true, kernels avx512-vnni, 2 threads`.
+pub fn host_summary() -> String {
+    #[cfg(target_arch = "x86_64")]
+    let isa = format!(
+        "avx2={} avx512f={} avx512vnni={}",
+        std::arch::is_x86_feature_detected!("avx2"),
+        std::arch::is_x86_feature_detected!("avx512f"),
+        std::arch::is_x86_feature_detected!("avx512vnni"),
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let isa = std::env::consts::ARCH.to_string();
+    format!(
+        "{isa}, kernels {}, {} threads",
+        kernel_level(),
+        rayon::current_num_threads()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ mod infer;
 pub mod q8;
 pub mod simd;
 
-pub use cpu::{kernel_level, KERNELS_ENV};
+pub use cpu::{host_summary, kernel_level, KERNELS_ENV};
 pub use infer::Segment;
 pub use q8::{Q8Matrix, Q8_BLOCK};
 
