@@ -36,7 +36,8 @@ walk:
     cargo xtask finetune --task classify --json
 
 # Benchmarks: tokenizer vs tiktoken, data pipeline, GPT-2 forward and training vs PyTorch
-# (pip install tiktoken torch), matmul per CPU backend, checkpoint checksums, fine-tuning
+# (pip install tiktoken torch), matmul per CPU backend and small-batch linear layers,
+# token sampling, checkpoint checksums, fine-tuning
 # steps (SFT, DPO, LoRA) vs PyTorch, decoding and serving vs llama.cpp
 # (pip install llama-cpp-python[server] gguf numpy; LLAMA_SERVER=path/to/llama-server).
 bench:
@@ -44,6 +45,7 @@ bench:
     cargo bench -p llm-data
     cargo bench -p llm-model --bench forward
     cargo bench -p llm-model --bench matmul
+    cargo bench -p llm-model --bench sampling
     cargo bench -p llm-model --bench checkpoint
     cargo bench -p llm-train --bench train
     cargo bench -p llm-train --bench finetune

@@ -15,6 +15,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use llm_bpe::Gpt2Tokenizer;
 use llm_model::{KernelBackend, Segment};
 
@@ -275,23 +277,50 @@ impl<B: KernelBackend> Engine<B> {
             let seq = self.slots[segments[i].slot].take().expect("a running slot");
             return Err(InferError::NonFinite { id: seq.id });
         }
-        let mut events = Vec::with_capacity(segments.len());
-        for (seg, rows) in segments.iter().zip(per_segment) {
-            let seq = self.slots[seg.slot].as_mut().expect("a running slot");
-            let (before, last) = rows.split_at(rows.len() - vocab);
-            let top = seq.sampler.params().top_logprobs;
-            let prompt_logprobs = match std::mem::take(&mut seq.score_prompt) {
-                true => score(before, vocab, &seq.tokens[1..], top),
-                false => Vec::new(),
-            };
-            let mut event = advance(seq, seg, last)?;
-            event.prompt_logprobs = prompt_logprobs;
-            if event.finish.is_some() {
-                self.slots[seg.slot] = None;
+        // Sequences choose their tokens in parallel (each has its own seeded sampler, so
+        // the answers do not depend on the threads): this is most of a step's time on one
+        // core at a large batch.
+        let mut work = Vec::with_capacity(segments.len());
+        let mut segs = segments.iter().zip(per_segment).peekable();
+        for (slot, seq) in self.slots.iter_mut().enumerate() {
+            if let Some((seg, rows)) = segs.next_if(|(seg, _)| seg.slot == slot) {
+                work.push((seq.as_mut().expect("a running slot"), seg, rows));
             }
-            events.push(event);
         }
-        Ok(events)
+        debug_assert!(segs.next().is_none(), "segments in slot order");
+        let events: Vec<Result<Event>> = (work.into_par_iter())
+            .map(|(seq, seg, rows)| {
+                let (before, last) = rows.split_at(rows.len() - vocab);
+                let top = seq.sampler.params().top_logprobs;
+                let prompt_logprobs = match std::mem::take(&mut seq.score_prompt) {
+                    true => score(before, vocab, &seq.tokens[1..], top),
+                    false => Vec::new(),
+                };
+                let mut event = advance(seq, seg, last)?;
+                event.prompt_logprobs = prompt_logprobs;
+                Ok(event)
+            })
+            .collect();
+        // Finished sequences free their slots (and one that failed does too).
+        let mut out = Vec::with_capacity(events.len());
+        let mut failed = None;
+        for (seg, event) in segments.iter().zip(events) {
+            match event {
+                Ok(event) if event.finish.is_none() => out.push(event),
+                Ok(event) => {
+                    self.slots[seg.slot] = None;
+                    out.push(event);
+                }
+                Err(e) => {
+                    self.slots[seg.slot] = None;
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// This step's segments and their tokens, one per running sequence; but at most one

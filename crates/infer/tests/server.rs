@@ -404,42 +404,19 @@ fn bad_requests_get_openai_errors_naming_the_field() {
         )
         .error(400);
     assert!(e["message"].as_str().unwrap().contains("--max-tokens"));
-    assert_eq!(
-        server
-            .post(
-                "/v1/completions",
-                json!({"model": MODEL, "prompt": [99999]})
-            )
-            .error(400)["param"],
-        "prompt"
-    );
-    assert_eq!(
-        server
-            .post(
-                "/v1/completions",
-                json!({"model": MODEL, "prompt": "a", "temperature": 3})
-            )
-            .error(400)["param"],
-        "temperature"
-    );
-    assert_eq!(
-        server
-            .post(
-                "/v1/completions",
-                json!({"model": MODEL, "prompt": "a", "top_p": 0})
-            )
-            .error(400)["param"],
-        "top_p"
-    );
-    assert_eq!(
-        server
-            .post(
-                "/v1/completions",
-                json!({"model": MODEL, "prompt": "a", "n": 0})
-            )
-            .error(400)["param"],
-        "n"
-    );
+    // Values out of range: 400 naming the parameter.
+    for (body, param) in [
+        (json!({"model": MODEL, "prompt": [99999]}), "prompt"),
+        (
+            json!({"model": MODEL, "prompt": "a", "temperature": 3}),
+            "temperature",
+        ),
+        (json!({"model": MODEL, "prompt": "a", "top_p": 0}), "top_p"),
+        (json!({"model": MODEL, "prompt": "a", "n": 0}), "n"),
+    ] {
+        let e = server.post("/v1/completions", body.clone()).error(400);
+        assert_eq!(e["param"], param, "{body} -> {e}");
+    }
     let big = json!({"model": MODEL, "prompt": "x".repeat(5000)});
     assert_eq!(
         server.post("/v1/completions", big).error(413)["code"],

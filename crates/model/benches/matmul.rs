@@ -46,7 +46,7 @@ fn linear_rows(c: &mut Criterion) {
     };
     for (name, n, k) in [("c_fc", 3072usize, 768usize), ("c_proj", 768, 3072)] {
         let w = values(n * k, 1);
-        for m in [1usize, 4, 8, 16, 32] {
+        for m in [1usize, 4, 8, 16, 32, 64] {
             let x = values(m * k, 2);
             g.throughput(Throughput::Elements((2 * m * n * k) as u64));
             g.bench_function(BenchmarkId::new(format!("{name}/gemv"), m), |b| {

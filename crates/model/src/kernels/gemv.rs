@@ -29,6 +29,7 @@ const TILE: usize = 16;
 macro_rules! f32_kernels {
     (
         $name:ident, [$($attr:meta),*], $v:ty,
+        weight_rows: $wr:literal,
         zero: $zero:expr,
         load: |$lp:ident| $load:expr,
         load_f16: |$hp:ident| $load_f16:expr,
@@ -118,15 +119,16 @@ macro_rules! f32_kernels {
             }
 
             /// `out[j·m + r] = x[r] · w[j]` for the rows `w` of one tile (`out` is `[rows, m]`):
-            /// each weight row against up to four activation rows at once, one weight
-            /// stream at a time (measured fastest: more streams, or eight rows, were slower).
+            /// up to four activation rows at once, against `weight_rows` weight rows at a
+            /// time (four with AVX-512's 32 registers: 1.4–2.3× one row at 8–32 activation
+            /// rows; one elsewhere). Eight activation rows were slower.
             $(#[$attr])*
             pub fn tile_f32(x: &[f32], m: usize, w: &[f32], k: usize, out: &mut [f32]) {
                 let mut r = 0;
                 while r < m {
                     r += match m - r {
                         left if left >= 4 => {
-                            rows_against::<1, 4>(x, m, r, w, k, out);
+                            rows_against::<$wr, 4>(x, m, r, w, k, out);
                             4
                         }
                         left if left >= 2 => {
@@ -236,6 +238,7 @@ macro_rules! f32_kernels {
 
 f32_kernels!(
     scalar, [], [f32; 16],
+    weight_rows: 1,
     zero: [0f32; 16],
     load: |p| *(p as *const [f32; 16]),
     load_f16: |p| std::array::from_fn(|l| (*p.add(l)).to_f32()),
@@ -247,6 +250,7 @@ f32_kernels!(
 #[cfg(target_arch = "x86_64")]
 f32_kernels!(
     avx512, [target_feature(enable = "avx512f")], __m512,
+    weight_rows: 4,
     zero: _mm512_setzero_ps(),
     load: |p| _mm512_loadu_ps(p),
     load_f16: |p| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
@@ -258,6 +262,7 @@ f32_kernels!(
 #[cfg(target_arch = "x86_64")]
 f32_kernels!(
     avx2, [target_feature(enable = "avx2,fma,f16c")], (__m256, __m256),
+    weight_rows: 1,
     zero: (_mm256_setzero_ps(), _mm256_setzero_ps()),
     load: |p| (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))),
     load_f16: |p| (
