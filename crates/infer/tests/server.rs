@@ -71,6 +71,15 @@ impl Server {
         self.send("GET", path, &[], b"")
     }
 
+    /// Polls `/metrics` until `name` reaches `at_least` (30 s at most; `what` names the wait).
+    fn wait_for_metric(&self, name: &str, at_least: f64, what: &str) {
+        let start = Instant::now();
+        while self.metric(name) < at_least {
+            assert!(start.elapsed() < Duration::from_secs(30), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn metric(&self, name: &str) -> f64 {
         let text = self.get("/metrics").body;
         (text.lines())
@@ -479,14 +488,7 @@ fn a_full_queue_answers_429_and_a_disconnect_frees_the_slot() {
     let body = json!({"model": MODEL, "prompt": "b", "max_tokens": 2}).to_string();
     let mut queued = server.connect();
     write_request(&mut queued, "POST", "/v1/completions", &[], body.as_bytes());
-    let start = Instant::now();
-    while server.metric("llm_queue_depth") < 1.0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the request never queued"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_for_metric("llm_queue_depth", 1.0, "the request never queued");
     let refused = server.post(
         "/v1/completions",
         json!({"model": MODEL, "prompt": "c", "max_tokens": 2}),
@@ -622,22 +624,13 @@ fn a_client_that_leaves_a_whole_answer_frees_its_slot_too() {
         &[],
         body.to_string().as_bytes(),
     );
-    let start = Instant::now();
-    while server.metric("llm_running_sequences") < 1.0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the request never ran"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for_metric("llm_running_sequences", 1.0, "the request never ran");
     drop(s);
-    while server.metric("llm_cancelled_sequences_total") < 1.0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the sequence was not cancelled"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for_metric(
+        "llm_cancelled_sequences_total",
+        1.0,
+        "the sequence was not cancelled",
+    );
     let r = server.post(
         "/v1/completions",
         json!({"model": MODEL, "prompt": "b", "max_tokens": 2}),

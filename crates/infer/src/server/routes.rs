@@ -1,6 +1,7 @@
 //! The routes, the API-key check, request counting, reading bodies (size and time
 //! limits, errors naming the field), and the HTTP server's graceful shutdown.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_openai::types::models::{ListModelResponse, Model};
@@ -97,30 +98,33 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::invalid("body", "must be a JSON object"));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::malformed(format!("the body is not valid JSON: {inner}"));
-        }
-        let message = inner.to_string();
-        // A missing field is reported at its parent: name the field itself.
-        let param = match message.strip_prefix("missing field `") {
-            Some(rest) => {
-                let field = rest.split('`').next().unwrap_or_default();
-                match path.as_str() {
-                    "." => field.to_string(),
-                    parent => format!("{parent}.{field}"),
-                }
-            }
-            None if path == "." => "body".to_string(),
-            None => path,
-        };
-        ApiError::invalid(param, message)
-    })?;
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(json_error)?;
     de.end()
         .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// A deserialization error as the API's: malformed JSON, or the field at fault.
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::malformed(format!("the body is not valid JSON: {inner}"));
+    }
+    let message = inner.to_string();
+    // A missing field is reported at its parent: name the field itself.
+    let param = match message.strip_prefix("missing field `") {
+        Some(rest) => {
+            let field = rest.split('`').next().unwrap_or_default();
+            match path.as_str() {
+                "." => field.to_string(),
+                parent => format!("{parent}.{field}"),
+            }
+        }
+        None if path == "." => "body".to_string(),
+        None => path,
+    };
+    ApiError::invalid(param, message)
 }
 
 async fn completion(
@@ -128,11 +132,7 @@ async fn completion(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = async {
-        let req = read_json(&state, &headers, body).await?;
-        completions::handle(state.clone(), req).await
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+    answer(state, &headers, body, completions::handle).await
 }
 
 async fn chat_completion(
@@ -140,9 +140,20 @@ async fn chat_completion(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    answer(state, &headers, body, chat::handle).await
+}
+
+/// Reads an endpoint's request from the body and runs `handle` on it; an error at either
+/// step is the response.
+async fn answer<T: DeserializeOwned, F: Future<Output = Result<Response, ApiError>>>(
+    state: Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+    handle: impl FnOnce(Arc<AppState>, T) -> F,
+) -> Response {
     let result = async {
-        let req = read_json(&state, &headers, body).await?;
-        chat::handle(state.clone(), req).await
+        let req = read_json(&state, headers, body).await?;
+        handle(state.clone(), req).await
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
