@@ -12,6 +12,7 @@ mod generate_cmd;
 mod model_cmd;
 mod pretrain_cmd;
 mod tokenizer;
+mod viz_cmd;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -63,6 +64,8 @@ enum Command {
     Serve(llm_infer::server::ServeArgs),
     /// Chat with a model in the terminal, through its chat template.
     Chat(chat_cmd::ChatArgs),
+    /// Look inside: `viz attention` (what a model attends to), `viz run` (training curves).
+    Viz(viz_cmd::VizArgs),
 }
 
 #[global_allocator]
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
             llm_model::alloc::commit_lazily();
             chat_cmd::chat(args)
         }
+        Command::Viz(args) => viz_cmd::viz(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

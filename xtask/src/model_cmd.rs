@@ -25,7 +25,7 @@ pub struct ModelArgs {
     /// resolved from the local hub cache first), an llm-e2e checkpoint file, or a training
     /// run's directory (its `checkpoints/best.ckpt`, else its newest checkpoint).
     #[arg(long)]
-    model: String,
+    pub(crate) model: String,
     /// The Burn backend to run on (see `cargo xtask backends`).
     #[arg(long, default_value_t = default_backend())]
     backend: String,

@@ -56,6 +56,16 @@ impl AutodiffTask for Job {
     }
 }
 
+/// Redraws the run's curves (`RUN_DIR/metrics.png` and `.svg`) after every evaluation,
+/// so a run directory always holds a current picture.
+pub fn plot_after_eval() -> llm_train::EvalHook {
+    llm_train::EvalHook::new(|run_dir| {
+        llm_viz::plot_run_dir(run_dir)
+            .map(|_| ())
+            .map_err(|e| format!("drawing the run's plot: {e}"))
+    })
+}
+
 /// The recipe a run saved (`RUN_DIR/config.json`), for `--resume` without `--config`.
 pub fn saved_recipe(dir: &Path) -> Result<PathBuf> {
     let saved = dir.join("config.json");
@@ -116,6 +126,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<bool> {
         stop: stop.clone(),
         progress: std::io::stderr().is_terminal(),
         stop_at_step: args.stop_at_step,
+        after_eval: Some(crate::pretrain_cmd::plot_after_eval()),
     };
     let summary = run_autodiff_on(backend, Job { config, options })??;
     let s = &summary;

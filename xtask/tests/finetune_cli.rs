@@ -87,6 +87,13 @@ fn classify_trains_reports_every_measure_and_labels_texts() {
         last["val_accuracy"].is_number() && last["test_accuracy"].is_number(),
         "{last}"
     );
+    // The run keeps a current plot of itself, with the task's accuracy.
+    let svg = std::fs::read_to_string(dir.path().join("run/metrics.svg")).unwrap();
+    assert!(
+        svg.contains("val_accuracy") && svg.contains("accuracy"),
+        "metrics.svg"
+    );
+    assert!(dir.path().join("run/metrics.png").is_file());
 
     let run = dir.path().join("run").display().to_string();
     let out = ok(&[
@@ -536,6 +543,11 @@ fn dpo_starts_at_ln2_and_reports_rewards() {
             "{key} in {report}"
         );
     }
+    let svg = std::fs::read_to_string(dir.path().join("run/metrics.svg")).unwrap();
+    assert!(
+        svg.contains("reward margin") && svg.contains("val_reward_accuracy"),
+        "metrics.svg has the DPO panels"
+    );
     // Cached reference log-probabilities give the same start, and the same run to rounding.
     task_run(
         dir.path(),

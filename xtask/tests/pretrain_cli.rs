@@ -26,6 +26,10 @@ fn pretrain_runs_and_resumes() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(stdout.contains("finished after 3 steps"), "{stdout}");
+    // The evaluation at the last step drew the run's curves.
+    for plot in ["metrics.png", "metrics.svg"] {
+        assert!(out.join(plot).is_file(), "no {plot} in the run directory");
+    }
     assert!(stdout.contains("cargo xtask pretrain --resume"), "{stdout}");
     // Starting again in the same place is refused; resuming with more steps continues.
     let again = run(&[

@@ -60,4 +60,4 @@ pub use run::RunDir;
 pub use schedule::learning_rate;
 pub use task::{Evaluation, Inner, Objective, Task};
 pub use trainable::Trainable;
-pub use trainer::{train_task, Outcome, Summary, TrainOptions};
+pub use trainer::{train_task, EvalHook, Outcome, Summary, TrainOptions};

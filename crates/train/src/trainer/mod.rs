@@ -65,6 +65,29 @@ pub struct TrainOptions {
     /// [`Outcome::Interrupted`]. The schedule still runs to `max_steps`, so `--resume`
     /// continues exactly.
     pub stop_at_step: Option<usize>,
+    /// Called with the run directory after each evaluation's metrics are logged (the
+    /// command line draws the run's plot there). An error is printed, not fatal.
+    pub after_eval: Option<EvalHook>,
+}
+
+/// Something to do after each evaluation, given the run directory.
+#[derive(Clone)]
+pub struct EvalHook(Arc<EvalFn>);
+
+type EvalFn = dyn Fn(&Path) -> std::result::Result<(), String> + Send + Sync;
+
+impl EvalHook {
+    pub fn new(
+        f: impl Fn(&Path) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        EvalHook(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for EvalHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EvalHook")
+    }
 }
 
 impl TrainOptions {
@@ -75,6 +98,7 @@ impl TrainOptions {
             stop: Arc::new(AtomicBool::new(false)),
             progress: false,
             stop_at_step: None,
+            after_eval: None,
         }
     }
 }
@@ -448,6 +472,9 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
         if log || val.is_some() {
             self.log_metrics(report, val)?;
         }
+        if val.is_some() {
+            self.run_eval_hook();
+        }
         if sample {
             self.sample()?;
         }
@@ -502,6 +529,17 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
             skipped: report.skipped,
             extra,
         })
+    }
+
+    fn run_eval_hook(&self) {
+        if let Some(EvalHook(hook)) = &self.options.after_eval {
+            if let Err(e) = hook(&self.options.run_dir) {
+                warn(
+                    &self.bar,
+                    &format!("after the evaluation at step {}: {e}", self.step),
+                );
+            }
+        }
     }
 
     /// A sample from the run's prompt, into `samples.txt`. Weights or logits that are not
