@@ -2,7 +2,8 @@
 //! axes, as PNG and SVG.
 //!
 //! Every numeric field of a metrics line is a series over `step`. The panels are the
-//! training and validation loss, the learning rate and the gradient norm, then whatever a
+//! training and validation loss (and `train_loss`, instruct's and dpo's evaluation on
+//! training data), the learning rate and the gradient norm, then whatever a
 //! task adds: accuracy (`*_accuracy`, classify), reward margin and reward accuracy
 //! (`*_reward_margin`, `*_reward_accuracy`, dpo). A panel no run has data for is left out.
 
@@ -118,7 +119,8 @@ struct Panel {
 const PANELS: [Panel; 6] = [
     Panel {
         title: "loss",
-        keys: |k| k == "loss" || k == "val_loss",
+        // `train_loss` is an evaluation on training data (instruct, dpo).
+        keys: |k| matches!(k, "loss" | "val_loss" | "train_loss"),
     },
     Panel {
         title: "learning rate",

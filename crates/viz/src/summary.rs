@@ -39,6 +39,9 @@ pub struct HeadScores {
 pub struct InductionProbe {
     pub seed: u64,
     pub period: usize,
+    /// The induction score of a head that spreads its attention evenly: the mean of
+    /// `1/(q+1)` over the second copy. A score near it means no induction.
+    pub uniform_score: f64,
     pub ids: Vec<u32>,
 }
 
@@ -50,9 +53,11 @@ impl InductionProbe {
         let high = shape.vocab_size.saturating_sub(1).max(1) as u32;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let half: Vec<u32> = (0..period).map(|_| rng.random_range(0..high)).collect();
+        let uniform: f64 = (period..2 * period).map(|q| 1.0 / (q + 1) as f64).sum();
         InductionProbe {
             seed,
             period,
+            uniform_score: uniform / period as f64,
             ids: [half.clone(), half].concat(),
         }
     }

@@ -26,6 +26,23 @@ fn fixture() -> Gpt<B> {
         .0
 }
 
+/// The fixture's attention report for `prompt`, with the GPT-2 tokenizer, on Flex.
+fn look(
+    model: &Gpt<B>,
+    prompt: &Prompt,
+    options: &AttentionOptions,
+) -> llm_viz::Result<llm_viz::AttentionReport> {
+    let device = burn::tensor::Device::<B>::default();
+    analyse(
+        model,
+        &Gpt2Tokenizer::gpt2(),
+        "tiny-gpt2",
+        prompt,
+        options,
+        &device,
+    )
+}
+
 /// The transformers reference (`crates/model/tests/fixtures/tiny-gpt2`, made by the
 /// fixture's generator script): one head's attention probabilities.
 fn reference_attention() -> Value {
@@ -79,15 +96,7 @@ fn attention_json_holds_the_models_attention_and_matches_transformers() {
         layer: LayerChoice::All,
         ..Default::default()
     };
-    let report = analyse(
-        &model,
-        &Gpt2Tokenizer::gpt2(),
-        "tiny-gpt2",
-        &Prompt::Ids(ids.clone()),
-        &options,
-        &Default::default(),
-    )
-    .unwrap();
+    let report = look(&model, &Prompt::Ids(ids.clone()), &options).unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_report(&report, dir.path(), 256).unwrap();
     let file: AttentionFile =
@@ -155,15 +164,7 @@ fn the_report_writes_every_picture_and_they_are_not_blank() {
         ..Default::default()
     };
     let prompt = Prompt::Text(text.into());
-    let report = analyse(
-        &model,
-        &Gpt2Tokenizer::gpt2(),
-        "tiny",
-        &prompt,
-        &options,
-        &Default::default(),
-    )
-    .unwrap();
+    let report = look(&model, &prompt, &options).unwrap();
     // `--layer` defaults to -2: the second-to-last layer, layer 0 of 2.
     assert_eq!(report.file.layers, vec![0]);
     assert_eq!(report.file.heads, vec![2, 0]);
@@ -259,17 +260,10 @@ fn layers_and_heads_out_of_range_name_the_valid_range() {
 
     let model = fixture();
     let run = |options: AttentionOptions, prompt: Prompt| {
-        analyse(
-            &model,
-            &Gpt2Tokenizer::gpt2(),
-            "tiny",
-            &prompt,
-            &options,
-            &Default::default(),
-        )
-        .map(|_| ())
-        .unwrap_err()
-        .to_string()
+        look(&model, &prompt, &options)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
     };
     let e = run(
         AttentionOptions {
@@ -294,15 +288,7 @@ fn the_page_embeds_its_data_inline_and_notes_a_cut() {
     let model = fixture();
     let text = "</script><!-- & \"quotes\" é\n".repeat(8);
     let prompt = Prompt::Text(text.clone());
-    let report = analyse(
-        &model,
-        &Gpt2Tokenizer::gpt2(),
-        "tiny",
-        &prompt,
-        &AttentionOptions::default(),
-        &Default::default(),
-    )
-    .unwrap();
+    let report = look(&model, &prompt, &AttentionOptions::default()).unwrap();
     let t = report.file.ids.len();
     assert!(t > 40, "{t} tokens");
     let page = llm_viz::page::attention_page(&report.file, &report.summary.heads, 40).unwrap();
@@ -370,22 +356,14 @@ fn head_scores_recognise_their_patterns() {
 #[test]
 fn summary_covers_every_head_with_a_seeded_probe() {
     let model = fixture();
-    let device = burn::tensor::Device::<B>::default();
     let go = |seed| {
         let options = AttentionOptions {
             induction_seed: seed,
             ..Default::default()
         };
-        analyse(
-            &model,
-            &Gpt2Tokenizer::gpt2(),
-            "tiny",
-            &Prompt::Text("one two three four".into()),
-            &options,
-            &device,
-        )
-        .unwrap()
-        .summary
+        look(&model, &Prompt::Text("one two three four".into()), &options)
+            .unwrap()
+            .summary
     };
     let s: Summary = go(3);
     assert_eq!(s.heads.len(), 2 * 4);
