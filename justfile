@@ -52,6 +52,14 @@ bench:
     cargo bench -p llm-infer --bench decode
     cargo bench -p llm-infer --bench serve
 
+# What a model attends to (docs/viz.md): attention.json, heatmaps, attention.html, summary.json in viz/.
+viz-attention MODEL TEXT *ARGS:
+    cargo xtask viz attention --model {{MODEL}} --text "{{TEXT}}" {{ARGS}}
+
+# Training curves of one or several runs on shared axes (PNG and SVG).
+viz-run +RUNS:
+    cargo xtask viz run {{RUNS}}
+
 # Serve a model over the OpenAI API on 127.0.0.1:8000 (docs/serve.md).
 serve MODEL *ARGS:
     cargo xtask serve --model {{MODEL}} {{ARGS}}
