@@ -36,9 +36,10 @@ struct AttentionArgs {
     /// Token ids instead of text: `--prompt-ids 464,3869,16622`.
     #[arg(long, conflicts_with = "text")]
     prompt_ids: Option<String>,
-    /// A layer index (negative counts from the end: -1 is the last) or `all`.
-    #[arg(long, default_value = "-2", allow_hyphen_values = true)]
-    layer: String,
+    /// A layer index (negative counts from the end: -1 is the last) or `all`. Default: the
+    /// second-to-last layer (-2), or the only one.
+    #[arg(long, allow_hyphen_values = true)]
+    layer: Option<String>,
     /// Heads to write, `0,3,7` (default: all).
     #[arg(long, value_delimiter = ',')]
     heads: Vec<usize>,
@@ -81,7 +82,10 @@ fn attention(args: AttentionArgs) -> Result<()> {
         (None, None) => bail!("give --text or --prompt-ids"),
     };
     let options = AttentionOptions {
-        layer: args.layer.parse::<LayerChoice>()?,
+        layer: match &args.layer {
+            Some(layer) => layer.parse::<LayerChoice>()?,
+            None => LayerChoice::default(),
+        },
         heads: args.heads.clone(),
         page_tokens: args.page_tokens,
         induction_seed: args.induction_seed,

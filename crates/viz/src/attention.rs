@@ -72,18 +72,14 @@ pub fn attention_by_layer<B: Backend>(
 
 /// Which layers to look at: one index (negative counts from the end, as in Python: −1 is
 /// the last layer, −2 the second-to-last) or all of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LayerChoice {
+    /// The default: the second-to-last layer, where the seed's example shows "a larger"
+    /// attending to "brown suitcase" (the only layer of a one-layer model).
+    #[default]
+    SecondToLast,
     Index(i64),
     All,
-}
-
-impl Default for LayerChoice {
-    /// The second-to-last layer: where the seed's example shows "a larger" attending to
-    /// "brown suitcase".
-    fn default() -> Self {
-        LayerChoice::Index(-2)
-    }
 }
 
 impl FromStr for LayerChoice {
@@ -104,6 +100,7 @@ impl LayerChoice {
     pub fn resolve(self, n_layer: usize) -> Result<Vec<usize>> {
         let n = n_layer as i64;
         match self {
+            LayerChoice::SecondToLast => Ok(vec![n_layer.saturating_sub(2)]),
             LayerChoice::All => Ok((0..n_layer).collect()),
             LayerChoice::Index(i) if (0..n).contains(&i) => Ok(vec![i as usize]),
             LayerChoice::Index(i) if (-n..0).contains(&i) => Ok(vec![(n + i) as usize]),

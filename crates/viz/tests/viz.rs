@@ -249,6 +249,9 @@ fn layers_and_heads_out_of_range_name_the_valid_range() {
     assert_eq!(resolve("-2").unwrap(), vec![0]);
     assert_eq!(resolve("1").unwrap(), vec![1]);
     assert_eq!(resolve("all").unwrap(), vec![0, 1]);
+    // The default is the second-to-last layer, or the only one.
+    assert_eq!(LayerChoice::default().resolve(12).unwrap(), vec![10]);
+    assert_eq!(LayerChoice::default().resolve(1).unwrap(), vec![0]);
     for bad in ["2", "-3"] {
         let e = resolve(bad).unwrap_err().to_string();
         assert!(
