@@ -213,10 +213,14 @@ impl AttentionFile {
             .map(|layer| layer.iter().map(|head| head[..n].to_vec()).collect())
             .collect();
         AttentionFile {
+            format_version: self.format_version,
+            model: self.model.clone(),
+            text: self.text.clone(),
             tokens: self.tokens[..n].to_vec(),
             ids: self.ids[..n].to_vec(),
+            layers: self.layers.clone(),
+            heads: self.heads.clone(),
             attention,
-            ..self.clone()
         }
     }
 }

@@ -12,6 +12,7 @@ use plotters::style::FontTransform;
 use crate::attention::HeadMatrix;
 use crate::error::{Result, VizError};
 use crate::font;
+use crate::output::render_png;
 
 /// The colour of probability 1 (matplotlib's `Blues` at its darkest).
 pub const FULL: RGBColor = RGBColor(8, 48, 107);
@@ -51,16 +52,16 @@ impl CellGrid {
 /// A token as an axis label: whitespace escapes made visible, long tokens shortened.
 pub fn label(token: &str) -> String {
     const MAX_CHARS: usize = 14;
-    let shown: String = token
-        .chars()
-        .flat_map(|c| match c {
-            '\n' => vec!['\\', 'n'],
-            '\t' => vec!['\\', 't'],
-            '\r' => vec!['\\', 'r'],
-            c if c.is_control() => vec!['·'],
-            c => vec![c],
-        })
-        .collect();
+    let mut shown = String::new();
+    for c in token.chars() {
+        match c {
+            '\n' => shown.push_str("\\n"),
+            '\t' => shown.push_str("\\t"),
+            '\r' => shown.push_str("\\r"),
+            c if c.is_control() => shown.push('·'),
+            c => shown.push(c),
+        }
+    }
     match shown.chars().count() > MAX_CHARS {
         true => shown.chars().take(MAX_CHARS - 1).chain(['…']).collect(),
         false => shown,
@@ -172,36 +173,6 @@ fn draw_labels<DB: DrawingBackend>(
         ))?;
     }
     Ok(())
-}
-
-/// Draws onto a white `width × height` RGB canvas and encodes it as PNG.
-pub fn render_png<T>(
-    width: u32,
-    height: u32,
-    what: &str,
-    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<T>,
-) -> Result<(Vec<u8>, T)> {
-    let mut pixels = vec![255u8; width as usize * height as usize * 3];
-    let drawn = {
-        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
-        let drawn = draw(&root)?;
-        root.present().map_err(|e| VizError::draw(what, e))?;
-        drawn
-    };
-    Ok((encode_png(&pixels, width, height, what)?, drawn))
-}
-
-fn encode_png(rgb: &[u8], width: u32, height: u32, what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, width, height);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder.set_compression(png::Compression::Fast);
-    let fail = |e: png::EncodingError| VizError::draw(what, e);
-    let mut writer = encoder.write_header().map_err(fail)?;
-    writer.write_image_data(rgb).map_err(fail)?;
-    writer.finish().map_err(fail)?;
-    Ok(out)
 }
 
 /// One head at a readable size: `(png, where its cells are)`.

@@ -17,6 +17,7 @@ pub mod attention;
 mod error;
 mod font;
 pub mod heatmap;
+mod output;
 pub mod page;
 pub mod report;
 pub mod runs;

@@ -12,6 +12,7 @@ use crate::attention::{
 };
 use crate::error::{Result, VizError};
 use crate::heatmap::{head_png, layer_png};
+use crate::output::write;
 use crate::page::{attention_page, PAGE_TOKENS};
 use crate::summary::{summarize, Summary};
 
@@ -136,11 +137,4 @@ pub fn write_report(
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| VizError::draw("JSON", e))
-}
-
-/// Writes `dir/name` atomically (a temporary file, then a rename).
-pub(crate) fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
-    let path = dir.join(name);
-    llm_common::fs::atomic_write(&path, bytes).map_err(|e| VizError::io(&path, e))?;
-    Ok(path)
 }

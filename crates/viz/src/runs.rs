@@ -15,7 +15,7 @@ use plotters::prelude::*;
 
 use crate::error::{Result, VizError};
 use crate::font;
-use crate::report::write;
+use crate::output::{render_png, write};
 
 /// One run's metrics: series name → `(step, value)` points in file order.
 #[derive(Clone, Debug, PartialEq)]
@@ -291,7 +291,7 @@ fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
 /// The figure for `runs` as `(png, svg)`.
 pub fn plot_runs(runs: &[RunMetrics]) -> Result<(Vec<u8>, String)> {
     let (w, h) = figure_size(panels_of(runs).len());
-    let (png, ()) = crate::heatmap::render_png(w, h, "the run plot", |root| draw_runs(root, runs))?;
+    let (png, ()) = render_png(w, h, "the run plot", |root| draw_runs(root, runs))?;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
