@@ -90,11 +90,14 @@ async fn read_json<T: DeserializeOwned>(
     parse_json(&bytes)
 }
 
+/// The byte a JSON object starts with (an opening curly bracket).
+const OBJECT_START: u8 = 0x7b;
+
 /// Parses `bytes` as a `T`, naming the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde would read a struct from a JSON array too: the API takes objects only.
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first.is_some_and(|&b| b != b'{') {
+    if first.is_some_and(|&b| b != OBJECT_START) {
         return Err(ApiError::invalid("body", "must be a JSON object"));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
