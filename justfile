@@ -22,6 +22,14 @@ pretrain *ARGS:
 finetune TASK *ARGS:
     cargo xtask finetune --task {{TASK}} {{ARGS}}
 
+# The architecture sweep of docs/experiments.md: GPT-2 against each variant, 12 short runs.
+sweep NAME="architecture" *ARGS:
+    cargo xtask sweep --config configs/sweeps/{{NAME}}.json {{ARGS}}
+
+# Multiple choice (HellaSwag-style acc / acc_norm) of a model on a JSON-lines file.
+eval-mc MODEL FILE="assets/eval/mc-sample.jsonl" *ARGS:
+    cargo xtask eval-mc --model {{MODEL}} --file {{FILE}} {{ARGS}}
+
 walk_prompt := "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nName the opposite of 'hot'.\n\n### Response:\n"
 
 # The walk of docs/finetune.md: pre-train, then instruct, then DPO, with a generation for the

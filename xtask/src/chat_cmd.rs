@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use llm_bpe::{Allowed, Gpt2Tokenizer};
+use llm_bpe::{Allowed, Tokenizer};
 use llm_infer::chat::{ChatTemplate, Message, Role};
 use llm_infer::{Engine, InferModel, Quant, Request, SamplingParams};
 use llm_model::backend::{run_on, BackendTask};
@@ -56,7 +56,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
 /// longer only when the last question alone does not fit.
 fn fit_conversation(
     template: ChatTemplate,
-    tokenizer: &Gpt2Tokenizer,
+    tokenizer: &Tokenizer,
     history: &mut Vec<Message>,
     budget: usize,
 ) -> Result<Vec<u32>> {
@@ -117,7 +117,7 @@ impl BackendTask for ChatTask<'_> {
 
 struct Chat<'a, B: KernelBackend> {
     engine: Engine<B>,
-    tokenizer: Arc<Gpt2Tokenizer>,
+    tokenizer: Arc<Tokenizer>,
     template: ChatTemplate,
     history: Vec<Message>,
     args: &'a ChatArgs,
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn old_turns_go_first_and_the_system_message_and_last_question_stay() {
-        let tok = Gpt2Tokenizer::gpt2();
+        let tok = Tokenizer::gpt2();
         let mut history = vec![Message::new(Role::System, "Be brief.")];
         for i in 0..10 {
             history.push(Message::new(Role::User, format!("Question number {i}?")));

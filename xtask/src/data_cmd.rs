@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_data::text::{collect_inputs, documents};
 use llm_data::{Manifest, PrepareConfig, ShardSet, TokenStats};
 
@@ -37,7 +37,7 @@ pub struct PrepareArgs {
 }
 
 pub fn prepare(args: PrepareArgs) -> Result<()> {
-    let tok = Gpt2Tokenizer::load(&args.tokenizer)
+    let tok = Tokenizer::load(&args.tokenizer)
         .with_context(|| format!("loading tokenizer {:?}", args.tokenizer))?;
     let config = PrepareConfig {
         val_fraction: args.val_fraction,
@@ -122,11 +122,11 @@ pub struct StatsArgs {
 }
 
 /// All tokens of the inputs: a prepared directory's train and val shards, or tokenized text.
-fn load_tokens(args: &StatsArgs) -> Result<(Vec<u32>, Gpt2Tokenizer, String)> {
+fn load_tokens(args: &StatsArgs) -> Result<(Vec<u32>, Tokenizer, String)> {
     if let [dir] = args.input.as_slice() {
         if dir.join("manifest.json").is_file() {
             let manifest = Manifest::load(dir)?;
-            let tok = Gpt2Tokenizer::load(&manifest.tokenizer.name).with_context(|| {
+            let tok = Tokenizer::load(&manifest.tokenizer.name).with_context(|| {
                 format!(
                     "loading the dataset's tokenizer {:?}",
                     manifest.tokenizer.name
@@ -142,7 +142,7 @@ fn load_tokens(args: &StatsArgs) -> Result<(Vec<u32>, Gpt2Tokenizer, String)> {
             return Ok((tokens, tok, format!("prepared dataset {}", dir.display())));
         }
     }
-    let tok = Gpt2Tokenizer::load(&args.tokenizer)
+    let tok = Tokenizer::load(&args.tokenizer)
         .with_context(|| format!("loading tokenizer {:?}", args.tokenizer))?;
     let files = collect_inputs(&args.input)?;
     let mut tokens = Vec::new();

@@ -11,7 +11,6 @@ use llm_infer::{
     quantized, Engine, Event, Finish, KvDtype, Output, Quant, Request, SamplingParams, SlotCache,
 };
 use llm_model::backend::{run_on, BackendTask};
-
 use llm_model::KernelBackend;
 use serde_json::Value;
 

@@ -7,10 +7,12 @@ mod args;
 mod backends;
 mod chat_cmd;
 mod data_cmd;
+mod eval_mc_cmd;
 mod finetune_cmd;
 mod generate_cmd;
 mod model_cmd;
 mod pretrain_cmd;
+mod sweep_cmd;
 mod tokenizer;
 mod viz_cmd;
 
@@ -50,12 +52,16 @@ enum Command {
     Quantize(generate_cmd::QuantizeArgs),
     /// Mean loss and perplexity of a model on a text file (sliding window).
     Eval(model_cmd::EvalArgs),
+    /// Multiple choice, HellaSwag-style: acc and acc_norm of a model on {ctx, endings, label} lines.
+    EvalMc(eval_mc_cmd::EvalMcArgs),
     /// Write a model as a Hugging Face directory (config.json + model.safetensors).
     Export(model_cmd::ExportArgs),
     /// List the compiled backends and check each with a matmul.
     Backends(backends::BackendsArgs),
     /// Pre-train a GPT (default: a small GPT on Shakespeare, on the CPU), or continue a run.
     Pretrain(pretrain_cmd::PretrainArgs),
+    /// Run a sweep: a base recipe and a list or grid of overrides, one run each; writes sweep.md, sweep.csv and a val-loss plot.
+    Sweep(sweep_cmd::SweepArgs),
     /// Fine-tune a trained GPT: classify, instruct or dpo, optionally with LoRA; or continue such a run.
     Finetune(finetune_cmd::FinetuneArgs),
     /// Label texts with a fine-tuned classifier: prints the label and its probability.
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
         }
         Command::Quantize(args) => generate_cmd::quantize(args),
         Command::Eval(args) => model_cmd::eval(args),
+        Command::EvalMc(args) => eval_mc_cmd::eval_mc(args),
         Command::Export(args) => model_cmd::export(args),
         Command::Backends(args) => backends::backends(args),
         Command::Pretrain(args) => match pretrain_cmd::pretrain(args) {
@@ -102,6 +109,7 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(130),
             other => other.map(|_| ()),
         },
+        Command::Sweep(args) => sweep_cmd::sweep(args),
         Command::Finetune(args) => match finetune_cmd::finetune(args) {
             Ok(false) => return ExitCode::from(130),
             other => other.map(|_| ()),

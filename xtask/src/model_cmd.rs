@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 use clap::Args;
-use llm_bpe::{Allowed, Gpt2Tokenizer};
+use llm_bpe::{Allowed, Tokenizer};
 use llm_infer::Quant;
 use llm_model::backend::{run_on, BackendKind, BackendTask};
 use llm_model::hub::Hub;
@@ -39,7 +39,7 @@ pub use llm_infer::server::default_backend;
 
 pub(crate) struct Resolved {
     pub(crate) source: ModelSource,
-    pub(crate) tokenizer: Gpt2Tokenizer,
+    pub(crate) tokenizer: Tokenizer,
     /// The tokenizer, as `--tokenizer` takes it.
     pub(crate) tokenizer_name: String,
     pub(crate) template: llm_infer::chat::ChatTemplate,

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, ValueEnum};
-use llm_bpe::{Allowed, Gpt2Tokenizer, TrainerConfig};
+use llm_bpe::{Allowed, Tokenizer, TrainerConfig};
 
 /// What to do with special-token text such as `<|endoftext|>` in the input.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -20,7 +20,7 @@ pub enum SpecialPolicy {
 
 impl SpecialPolicy {
     /// Encodes `text` under this policy; refused special-token text names the flag.
-    pub fn encode(self, tok: &Gpt2Tokenizer, text: &str) -> Result<Vec<u32>> {
+    pub fn encode(self, tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
         let allowed = match self {
             SpecialPolicy::Raise => Allowed::None,
             SpecialPolicy::Allow => Allowed::All,
@@ -83,8 +83,8 @@ pub struct TrainArgs {
     min_frequency: u64,
 }
 
-fn load_tokenizer(spec: &str) -> Result<Gpt2Tokenizer> {
-    Gpt2Tokenizer::load(spec).with_context(|| format!("loading tokenizer {spec:?}"))
+fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
+    Tokenizer::load(spec).with_context(|| format!("loading tokenizer {spec:?}"))
 }
 
 /// Reads a UTF-8 text file; an invalid file is reported with its path and byte offset.

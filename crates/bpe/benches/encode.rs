@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput};
-use llm_bpe::{Allowed, Gpt2Tokenizer};
+use llm_bpe::{Allowed, Tokenizer};
 
 const THREADS: usize = 2;
 
@@ -29,7 +29,7 @@ fn pool() -> rayon::ThreadPool {
 }
 
 fn bench_encode(c: &mut Criterion) {
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let hf = tokenizers::Tokenizer::from_file(root().join("assets/gpt2/tokenizer.json")).unwrap();
     let text = corpus();
     let docs: Vec<&str> = text.split("\n\n").collect();
@@ -71,7 +71,7 @@ fn measure(n_bytes: usize, runs: usize, mut f: impl FnMut()) -> f64 {
 /// Runs tiktoken on the same text and prints both side by side with the ratio.
 fn compare_with_tiktoken() {
     let text = corpus();
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let docs: Vec<&str> = text.split("\n\n").collect();
     let ids_path =
         std::env::temp_dir().join(format!("llm-bpe-tiktoken-ids-{}.bin", std::process::id()));

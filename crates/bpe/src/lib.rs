@@ -3,15 +3,17 @@
 //! Text in, token ids out, and back. The first layer of the stack above `llm-common` (file
 //! helpers); it depends on no other llm-e2e crate.
 //!
-//! - [`Gpt2Tokenizer`]: OpenAI's GPT-2 byte-level BPE, id for id what `tiktoken`'s `gpt2`
-//!   encoding gives. Built in ([`Gpt2Tokenizer::gpt2`]) or loaded from `vocab.json` +
-//!   `merges.txt` or a Hugging Face `tokenizer.json`.
+//! - [`Tokenizer`]: OpenAI's GPT-2 byte-level BPE, id for id what `tiktoken`'s `gpt2`
+//!   encoding gives. Built in ([`Tokenizer::gpt2`]) or loaded from `vocab.json` +
+//!   `merges.txt` or a Hugging Face `tokenizer.json`. Any other `tokenizer.json` (a Llama's
+//!   SentencePiece-style BPE with byte fallback, WordPiece, Unigram) loads too, run by
+//!   Hugging Face's `tokenizers` crate.
 //!   - [`Allowed`]: tiktoken's special-token policy; special-token text is an error unless
 //!     allowed.
 //!   - [`StreamDecoder`]: token-by-token decoding that never splits a character.
-//!   - [`Gpt2Tokenizer::encode_batch`] / [`Gpt2Tokenizer::encode_parallel`]: all cores.
+//!   - [`Tokenizer::encode_batch`] / [`Tokenizer::encode_parallel`]: all cores.
 //! - [`train`]: learn a byte-level BPE vocabulary of any size from a corpus, saved as
-//!   `tokenizer.json` ([`Gpt2Tokenizer::save_tokenizer_json`]).
+//!   `tokenizer.json` ([`Tokenizer::save_tokenizer_json`]).
 //! - [`chat`]: chat templates (the Alpaca format instruction tuning uses, and a plain
 //!   transcript), as Hugging Face keeps `apply_chat_template` with the tokenizer.
 //! - [`SimpleTokenizer`]: the word-level tokenizer of the "LLMs from scratch" walkthrough,
@@ -27,8 +29,8 @@
 //!    until none applies; the remaining tokens are the ids.
 //!
 //! ```
-//! use llm_bpe::{Allowed, Gpt2Tokenizer};
-//! let tok = Gpt2Tokenizer::gpt2();
+//! use llm_bpe::{Allowed, Tokenizer};
+//! let tok = Tokenizer::gpt2();
 //! assert_eq!(tok.encode("Every effort moves you").unwrap(), [6109, 3626, 6100, 345]);
 //! assert!(tok.encode("a<|endoftext|>b").is_err());
 //! assert_eq!(tok.encode_with("a<|endoftext|>b", Allowed::All).unwrap(), [64, 50256, 65]);
@@ -37,6 +39,7 @@
 mod bytes;
 pub mod chat;
 mod error;
+mod hf;
 mod model;
 mod pretokenize;
 mod simple;
@@ -51,5 +54,5 @@ pub use pretokenize::{pretokenize, Pretokens, GPT2_PATTERN};
 pub use simple::{simple_split, SimpleTokenizer, UNKNOWN};
 pub use special::{Allowed, SpecialToken, END_OF_TEXT, END_OF_TEXT_ID};
 pub use stream::StreamDecoder;
-pub use tokenizer::Gpt2Tokenizer;
+pub use tokenizer::Tokenizer;
 pub use train::{train, TrainerConfig};

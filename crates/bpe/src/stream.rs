@@ -4,13 +4,13 @@
 //! three GPT-2 tokens). [`StreamDecoder`] holds such a tail back until the character is whole.
 
 use crate::error::Result;
-use crate::tokenizer::Gpt2Tokenizer;
+use crate::tokenizer::Tokenizer;
 
 /// Turns a stream of token ids into text, one complete character at a time.
 ///
 /// ```
-/// use llm_bpe::Gpt2Tokenizer;
-/// let tok = Gpt2Tokenizer::gpt2();
+/// use llm_bpe::Tokenizer;
+/// let tok = Tokenizer::gpt2();
 /// let mut stream = tok.stream_decoder();
 /// let mut text = String::new();
 /// for id in tok.encode("naïve 😀").unwrap() {
@@ -20,12 +20,12 @@ use crate::tokenizer::Gpt2Tokenizer;
 /// assert_eq!(text, "naïve 😀");
 /// ```
 pub struct StreamDecoder<'a> {
-    tokenizer: &'a Gpt2Tokenizer,
+    tokenizer: &'a Tokenizer,
     pending: Vec<u8>,
 }
 
 impl<'a> StreamDecoder<'a> {
-    pub(crate) fn new(tokenizer: &'a Gpt2Tokenizer) -> Self {
+    pub(crate) fn new(tokenizer: &'a Tokenizer) -> Self {
         StreamDecoder {
             tokenizer,
             pending: Vec::new(),
@@ -81,11 +81,11 @@ impl<'a> StreamDecoder<'a> {
 
 #[cfg(test)]
 mod tests {
-    use crate::Gpt2Tokenizer;
+    use crate::Tokenizer;
 
     #[test]
     fn holds_back_partial_characters() {
-        let tok = Gpt2Tokenizer::gpt2();
+        let tok = Tokenizer::gpt2();
         let ids = tok.encode("😀").unwrap();
         assert!(ids.len() > 1, "the emoji spans several tokens: {ids:?}");
         let mut s = tok.stream_decoder();
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn unfinished_character_becomes_replacement() {
-        let tok = Gpt2Tokenizer::gpt2();
+        let tok = Tokenizer::gpt2();
         let ids = tok.encode("😀").unwrap();
         let mut s = tok.stream_decoder();
         assert_eq!(s.push(ids[0]).unwrap(), "");
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn out_of_range_id_is_an_error() {
-        let tok = Gpt2Tokenizer::gpt2();
+        let tok = Tokenizer::gpt2();
         let err = tok.stream_decoder().push(60_000).unwrap_err();
         assert!(err.to_string().contains("60000"));
     }

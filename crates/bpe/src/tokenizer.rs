@@ -1,4 +1,6 @@
-//! [`Gpt2Tokenizer`]: GPT-2's byte-level BPE, loaded from OpenAI's files or a `tokenizer.json`.
+//! [`Tokenizer`]: GPT-2's byte-level BPE, loaded from OpenAI's files or a `tokenizer.json`;
+//! or any other `tokenizer.json` (a Llama's SentencePiece-style BPE), run by Hugging Face's
+//! `tokenizers` crate.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::bytes::{bytes_to_token_str, token_str_to_bytes};
 use crate::error::{BpeError, Result};
+use crate::hf::{eos_from_config, HfTokenizer};
 use crate::model::BpeModel;
 use crate::pretokenize::{pretokenize, safe_chunks};
 use crate::special::{find_specials, Allowed, SpecialToken, END_OF_TEXT};
@@ -17,26 +20,42 @@ use crate::stream::StreamDecoder;
 const GPT2_VOCAB: &str = include_str!("../../../assets/gpt2/vocab.json");
 const GPT2_MERGES: &str = include_str!("../../../assets/gpt2/merges.txt");
 
-/// A byte-level BPE tokenizer with GPT-2's pre-tokenizer: OpenAI's GPT-2 vocabulary, or any
-/// vocabulary trained the same way (see [`crate::train`]).
+/// A tokenizer: GPT-2's byte-level BPE with GPT-2's pre-tokenizer (OpenAI's vocabulary, or
+/// any vocabulary trained the same way, see [`crate::train`]), run by llm-e2e's own code; or
+/// another model's `tokenizer.json` (a Llama's), run by the `tokenizers` crate.
+///
+/// With a `tokenizers` model, [`Self::encode`] adds the tokenizer's own special tokens as
+/// transformers' `tokenizer(text)` does (a Llama's `<s>` in front), and
+/// [`Self::encode_ordinary`] adds none.
 ///
 /// ```
-/// use llm_bpe::Gpt2Tokenizer;
-/// let tok = Gpt2Tokenizer::gpt2();
+/// use llm_bpe::Tokenizer;
+/// let tok = Tokenizer::gpt2();
 /// let ids = tok.encode("Hello, world").unwrap();
 /// assert_eq!(ids, [15496, 11, 995]);
 /// assert_eq!(tok.decode(&ids).unwrap(), "Hello, world");
 /// ```
 #[derive(Clone)]
-pub struct Gpt2Tokenizer {
-    model: BpeModel,
+pub struct Tokenizer {
+    engine: Engine,
     specials: Vec<SpecialToken>,
+    /// The end-of-sequence token when it is not `<|endoftext|>` (a Llama's `</s>`).
+    eos: Option<u32>,
     name: String,
 }
 
-impl std::fmt::Debug for Gpt2Tokenizer {
+/// What turns text into ids.
+#[derive(Clone)]
+enum Engine {
+    /// GPT-2's byte-level BPE, llm-e2e's own.
+    Bpe(Box<BpeModel>),
+    /// Any other `tokenizer.json`, through the `tokenizers` crate.
+    Hf(Box<HfTokenizer>),
+}
+
+impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gpt2Tokenizer")
+        f.debug_struct("Tokenizer")
             .field("name", &self.name)
             .field("vocab_size", &self.vocab_size())
             .field("specials", &self.specials)
@@ -48,7 +67,7 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| BpeError::io(path, e))
 }
 
-impl Gpt2Tokenizer {
+impl Tokenizer {
     /// OpenAI's GPT-2 tokenizer (50,257 tokens), from the copy built into the crate.
     pub fn gpt2() -> Self {
         let mut tok = Self::from_vocab_merges(
@@ -127,17 +146,8 @@ impl Gpt2Tokenizer {
         let root: Value = serde_json::from_str(&read(path)?)
             .map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
         let model = &root["model"];
-        if model["type"] != "BPE" {
-            return Err(corrupt(format!(
-                "model.type is {}, but only BPE is supported",
-                model["type"]
-            )));
-        }
-        if !json_mentions_byte_level(&root["pre_tokenizer"]) {
-            return Err(corrupt(
-                "the pre_tokenizer is not ByteLevel: only byte-level BPE (GPT-2 style) is supported"
-                    .into(),
-            ));
+        if model["type"] != "BPE" || !json_mentions_byte_level(&root["pre_tokenizer"]) {
+            return Self::from_hf_tokenizer_json(path);
         }
         let vocab: HashMap<String, u32> = serde_json::from_value(model["vocab"].clone())
             .map_err(|e| corrupt(format!("model.vocab is not a map of token → id: {e}")))?;
@@ -172,6 +182,20 @@ impl Gpt2Tokenizer {
         let mut tok = Self::build(vocab, &merges, &added, path, path)?;
         tok.name = path.display().to_string();
         Ok(tok)
+    }
+
+    /// A tokenizer.json that is not GPT-2-style byte-level BPE, run by the `tokenizers` crate.
+    fn from_hf_tokenizer_json(path: &Path) -> Result<Self> {
+        let (hf, specials) = HfTokenizer::from_file(path)?;
+        let eos = eos_from_config(path)
+            .or_else(|| Some("</s>".to_string()))
+            .and_then(|text| specials.iter().find(|s| s.text == text).map(|s| s.id));
+        Ok(Tokenizer {
+            engine: Engine::Hf(Box::new(hf)),
+            specials,
+            eos,
+            name: path.display().to_string(),
+        })
     }
 
     /// Builds the tokenizer from a vocabulary, merges given as token strings, and the
@@ -257,9 +281,10 @@ impl Gpt2Tokenizer {
         let special_ids: Vec<u32> = specials.iter().map(|s| s.id).collect();
         let model = BpeModel::new(decoder, &special_ids, merge_ids)
             .map_err(|m| BpeError::corrupt(vocab_path, m))?;
-        Ok(Gpt2Tokenizer {
-            model,
+        Ok(Tokenizer {
+            engine: Engine::Bpe(Box::new(model)),
             specials,
+            eos: None,
             name: String::new(),
         })
     }
@@ -281,9 +306,10 @@ impl Gpt2Tokenizer {
         }
         let ids: Vec<u32> = special_tokens.iter().map(|s| s.id).collect();
         let model = BpeModel::new(decoder, &ids, merges).map_err(BpeError::Train)?;
-        Ok(Gpt2Tokenizer {
-            model,
+        Ok(Tokenizer {
+            engine: Engine::Bpe(Box::new(model)),
             specials: special_tokens,
+            eos: None,
             name: "trained".into(),
         })
     }
@@ -295,7 +321,16 @@ impl Gpt2Tokenizer {
 
     /// Number of token ids, special tokens included (50,257 for GPT-2).
     pub fn vocab_size(&self) -> usize {
-        self.model.vocab_size()
+        match &self.engine {
+            Engine::Bpe(model) => model.vocab_size(),
+            Engine::Hf(hf) => hf.vocab_size(),
+        }
+    }
+
+    /// Whether this is a `tokenizer.json` run by the `tokenizers` crate rather than GPT-2's
+    /// byte-level BPE.
+    pub fn is_hf(&self) -> bool {
+        matches!(self.engine, Engine::Hf(_))
     }
 
     /// The special tokens.
@@ -308,14 +343,19 @@ impl Gpt2Tokenizer {
         self.specials.iter().find(|s| s.text == text).map(|s| s.id)
     }
 
-    /// The id of `<|endoftext|>` (50256 for GPT-2), if the vocabulary has it.
+    /// The id of `<|endoftext|>` (50256 for GPT-2), or else the end-of-sequence token of a
+    /// `tokenizers` model (`tokenizer_config.json`'s `eos_token`, or `</s>`), if there is one.
     pub fn eot_id(&self) -> Option<u32> {
-        self.special_id(END_OF_TEXT)
+        self.special_id(END_OF_TEXT).or(self.eos)
     }
 
     /// The bytes of one token.
     pub fn token_bytes(&self, id: u32) -> Result<&[u8]> {
-        self.model.token_bytes(id).ok_or(BpeError::IdOutOfRange {
+        let bytes = match &self.engine {
+            Engine::Bpe(model) => model.token_bytes(id),
+            Engine::Hf(hf) => hf.token_bytes(id),
+        };
+        bytes.ok_or(BpeError::IdOutOfRange {
             id,
             vocab_size: self.vocab_size(),
         })
@@ -323,7 +363,10 @@ impl Gpt2Tokenizer {
 
     /// The id of the ordinary token with exactly these bytes.
     pub fn token_id(&self, bytes: &[u8]) -> Option<u32> {
-        self.model.token_id(bytes)
+        match &self.engine {
+            Engine::Bpe(model) => model.token_id(bytes),
+            Engine::Hf(hf) => hf.token_id(bytes),
+        }
     }
 
     /// Encodes text. Special-token text (e.g. `<|endoftext|>`) is an error: see
@@ -335,6 +378,9 @@ impl Gpt2Tokenizer {
     /// Encodes text, with a policy for special-token text.
     pub fn encode_with(&self, text: &str, allowed: Allowed<'_>) -> Result<Vec<u32>> {
         let found = find_specials(&self.specials, text, allowed)?;
+        if let Engine::Hf(hf) = &self.engine {
+            return Ok(hf.encode(text, true)); // every special token found is allowed
+        }
         let mut out = Vec::with_capacity(text.len() / 4 + 1);
         let mut pos = 0;
         for f in found {
@@ -355,8 +401,13 @@ impl Gpt2Tokenizer {
 
     /// [`Self::encode_ordinary`], appending to `out`.
     pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) {
-        for piece in pretokenize(text) {
-            self.model.encode_piece(piece.as_bytes(), out);
+        match &self.engine {
+            Engine::Bpe(model) => {
+                for piece in pretokenize(text) {
+                    model.encode_piece(piece.as_bytes(), out);
+                }
+            }
+            Engine::Hf(hf) => out.extend(hf.encode(text, false)),
         }
     }
 
@@ -375,6 +426,9 @@ impl Gpt2Tokenizer {
     /// Encodes one long text on all rayon threads. The text is cut only where GPT-2's
     /// pre-tokenizer always splits, so the ids equal those of [`Self::encode_with`].
     pub fn encode_parallel(&self, text: &str, allowed: Allowed<'_>) -> Result<Vec<u32>> {
+        if self.is_hf() {
+            return self.encode_with(text, allowed);
+        }
         let found = find_specials(&self.specials, text, allowed)?;
         let mut chunks: Vec<(&str, Option<u32>)> = Vec::new();
         let mut pos = 0;
@@ -401,7 +455,12 @@ impl Gpt2Tokenizer {
     /// Decodes ids to text. Byte sequences that are not valid UTF-8 (a multi-byte character
     /// cut between tokens) become U+FFFD, as in tiktoken's `decode`.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        let bytes = self.decode_bytes(ids)?;
+        let bytes = self.decode_bytes(ids)?; // checks the ids
+        if let Engine::Hf(hf) = &self.engine {
+            if let Some(text) = hf.decode(ids) {
+                return Ok(text);
+            }
+        }
         Ok(match String::from_utf8(bytes) {
             Ok(s) => s,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -426,10 +485,18 @@ impl Gpt2Tokenizer {
     /// and by [`Self::from_tokenizer_json`]). The file is written atomically.
     pub fn save_tokenizer_json(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
+        let model = match &self.engine {
+            Engine::Bpe(model) => model,
+            Engine::Hf(hf) => {
+                let text = hf.to_json()?;
+                return llm_common::fs::atomic_write(path, text.as_bytes())
+                    .map_err(|e| BpeError::io(path, e));
+            }
+        };
         let special_ids: Vec<u32> = self.specials.iter().map(|s| s.id).collect();
         let mut vocab = serde_json::Map::new();
         for id in 0..self.vocab_size() as u32 {
-            let bytes = self.model.token_bytes(id).expect("id below vocab_size");
+            let bytes = model.token_bytes(id).expect("id below vocab_size");
             let key = if special_ids.contains(&id) {
                 String::from_utf8_lossy(bytes).into_owned()
             } else {
@@ -437,14 +504,12 @@ impl Gpt2Tokenizer {
             };
             vocab.insert(key, json!(id));
         }
-        let merges: Vec<String> = self
-            .model
+        let merges: Vec<String> = model
             .merge_list()
             .iter()
             .map(|&(l, r)| {
-                let s = |id| {
-                    bytes_to_token_str(self.model.token_bytes(id).expect("merge ids are valid"))
-                };
+                let s =
+                    |id| bytes_to_token_str(model.token_bytes(id).expect("merge ids are valid"));
                 format!("{} {}", s(l), s(r))
             })
             .collect();
@@ -480,7 +545,10 @@ impl Gpt2Tokenizer {
     /// How many tokens the merge rules cannot rebuild from their own bytes (0 for GPT-2).
     #[doc(hidden)]
     pub fn non_canonical_tokens(&self) -> usize {
-        self.model.non_canonical_count()
+        match &self.engine {
+            Engine::Bpe(model) => model.non_canonical_count(),
+            Engine::Hf(_) => 0,
+        }
     }
 }
 

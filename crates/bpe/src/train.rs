@@ -19,7 +19,7 @@ use crate::bytes::byte_to_char;
 use crate::error::{BpeError, Result};
 use crate::pretokenize::{pretokenize, safe_chunks};
 use crate::special::END_OF_TEXT;
-use crate::tokenizer::Gpt2Tokenizer;
+use crate::tokenizer::Tokenizer;
 
 /// Settings for [`train`].
 #[derive(Clone, Debug)]
@@ -244,7 +244,7 @@ fn merged(word: &[u32], l: u32, r: u32, new_id: u32) -> Vec<u32> {
 }
 
 /// Trains a byte-level BPE tokenizer on `texts`.
-pub fn train(texts: &[&str], config: &TrainerConfig) -> Result<Gpt2Tokenizer> {
+pub fn train(texts: &[&str], config: &TrainerConfig) -> Result<Tokenizer> {
     let n_special = config.special_tokens.len();
     if config.vocab_size < 256 + n_special {
         return Err(BpeError::Train(format!(
@@ -279,7 +279,7 @@ pub fn train(texts: &[&str], config: &TrainerConfig) -> Result<Gpt2Tokenizer> {
             config.vocab_size
         );
     }
-    Gpt2Tokenizer::from_parts(vocab.decoder, merges, &config.special_tokens)
+    Tokenizer::from_parts(vocab.decoder, merges, &config.special_tokens)
 }
 
 #[cfg(test)]
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn byte_order_is_gpt2s() {
-        let gpt2 = Gpt2Tokenizer::gpt2();
+        let gpt2 = Tokenizer::gpt2();
         for (id, b) in byte_order().into_iter().enumerate() {
             assert_eq!(gpt2.token_bytes(id as u32).unwrap(), [b]);
         }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use llm_bpe::{Allowed, BpeError, Gpt2Tokenizer, END_OF_TEXT_ID};
+use llm_bpe::{Allowed, BpeError, Tokenizer, END_OF_TEXT_ID};
 
 fn assets() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets")
@@ -23,7 +23,7 @@ fn hf_ids(hf: &tokenizers::Tokenizer, text: &str) -> Vec<u32> {
 
 #[test]
 fn reference_sentences() {
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let cases: &[(&str, &[u32])] = &[
         ("Hello, world", &[15496, 11, 995]),
         ("Every effort moves you", &[6109, 3626, 6100, 345]),
@@ -43,7 +43,7 @@ fn reference_sentences() {
 
 #[test]
 fn special_token_sentence_from_provenance() {
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let text = "Hello, this is a test sentence from theouterspace. <|endoftext|> It's the last he painted, you know,";
     let expected = [
         15496, 11, 428, 318, 257, 1332, 6827, 422, 262, 280, 1010, 10223, 13, 220, 50256, 632, 338,
@@ -72,7 +72,7 @@ fn special_token_sentence_from_provenance() {
 
 #[test]
 fn the_verdict() {
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let text = corpus("the-verdict.txt");
     let ids = tok.encode(&text).unwrap();
     assert_eq!(ids.len(), 5145);
@@ -85,7 +85,7 @@ fn the_verdict() {
 
 #[test]
 fn large_corpora_match_counts_and_huggingface() {
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let hf = hf();
     for (name, count) in [("tinyshakespeare.txt", 338_025), ("moby-dick.txt", 317_756)] {
         let text = corpus(name);
@@ -107,7 +107,7 @@ fn large_corpora_match_counts_and_huggingface() {
 
 #[test]
 fn other_corpora_match_huggingface() {
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let hf = hf();
     for (name, count) in [
         ("instruction-data.json", 80_559),
@@ -124,16 +124,15 @@ fn other_corpora_match_huggingface() {
 fn whole_piece_lookup_is_exact_for_gpt2() {
     // Every GPT-2 token merges back into itself from its own bytes, so looking a whole
     // pre-token up in the vocabulary gives what OpenAI's merge loop would.
-    assert_eq!(Gpt2Tokenizer::gpt2().non_canonical_tokens(), 0);
+    assert_eq!(Tokenizer::gpt2().non_canonical_tokens(), 0);
 }
 
 #[test]
 fn all_loaders_agree() {
-    let builtin = Gpt2Tokenizer::gpt2();
-    let from_dir = Gpt2Tokenizer::from_dir(assets().join("gpt2")).unwrap();
-    let from_json =
-        Gpt2Tokenizer::from_tokenizer_json(assets().join("gpt2/tokenizer.json")).unwrap();
-    let by_name = Gpt2Tokenizer::load("gpt2").unwrap();
+    let builtin = Tokenizer::gpt2();
+    let from_dir = Tokenizer::from_dir(assets().join("gpt2")).unwrap();
+    let from_json = Tokenizer::from_tokenizer_json(assets().join("gpt2/tokenizer.json")).unwrap();
+    let by_name = Tokenizer::load("gpt2").unwrap();
     let text = corpus("the-verdict.txt");
     let ids = builtin.encode(&text).unwrap();
     for tok in [&from_dir, &from_json, &by_name] {
@@ -145,7 +144,7 @@ fn all_loaders_agree() {
 
 #[test]
 fn batch_encoding_matches_one_by_one() {
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let text = corpus("tinyshakespeare.txt");
     let docs: Vec<&str> = text.split("\n\n").collect();
     let batch = tok.encode_batch(&docs, Allowed::None).unwrap();
@@ -157,7 +156,7 @@ fn batch_encoding_matches_one_by_one() {
 
 #[test]
 fn parallel_encoding_keeps_special_tokens() {
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let text = corpus("the-verdict.txt").repeat(8);
     let joined = format!("{text}<|endoftext|>{text}");
     let serial = tok.encode_with(&joined, Allowed::All).unwrap();
@@ -169,7 +168,7 @@ fn parallel_encoding_keeps_special_tokens() {
 fn bad_files_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     // Missing directory content.
-    let err = Gpt2Tokenizer::from_dir(dir.path()).unwrap_err();
+    let err = Tokenizer::from_dir(dir.path()).unwrap_err();
     assert!(
         err.to_string().contains(&dir.path().display().to_string()),
         "{err}"
@@ -177,7 +176,7 @@ fn bad_files_name_the_file() {
     // Missing merges file.
     let vocab = dir.path().join("vocab.json");
     std::fs::copy(assets().join("gpt2/vocab.json"), &vocab).unwrap();
-    let err = Gpt2Tokenizer::from_dir(dir.path()).unwrap_err();
+    let err = Tokenizer::from_dir(dir.path()).unwrap_err();
     assert!(err.to_string().contains("merges.txt"), "{err}");
     // Corrupt vocabulary.
     std::fs::copy(
@@ -186,25 +185,25 @@ fn bad_files_name_the_file() {
     )
     .unwrap();
     std::fs::write(&vocab, "{\"a\": 0, ").unwrap();
-    let err = Gpt2Tokenizer::from_dir(dir.path()).unwrap_err();
+    let err = Tokenizer::from_dir(dir.path()).unwrap_err();
     assert!(err.to_string().contains("vocab.json"), "{err}");
     // A vocabulary whose merges refer to tokens it lacks.
     std::fs::write(&vocab, "{\"a\": 0}").unwrap();
-    let err = Gpt2Tokenizer::from_dir(dir.path()).unwrap_err();
+    let err = Tokenizer::from_dir(dir.path()).unwrap_err();
     assert!(err.to_string().contains("merges.txt"), "{err}");
     // A corrupt tokenizer.json.
     let json = dir.path().join("tokenizer.json");
     std::fs::write(&json, "{\"model\": {\"type\": \"WordPiece\"}}").unwrap();
-    let err = Gpt2Tokenizer::load(json.to_str().unwrap()).unwrap_err();
+    let err = Tokenizer::load(json.to_str().unwrap()).unwrap_err();
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
     // A name that is neither `gpt2` nor a path.
-    let err = Gpt2Tokenizer::load("no/such/tokenizer").unwrap_err();
+    let err = Tokenizer::load("no/such/tokenizer").unwrap_err();
     assert!(err.to_string().contains("no/such/tokenizer"), "{err}");
 }
 
 #[test]
 fn out_of_range_ids_name_the_id() {
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let err = tok.decode(&[15496, 50257]).unwrap_err();
     assert!(err.to_string().contains("50257"), "{err}");
     assert!(tok.decode(&[u32::MAX]).is_err());
@@ -212,7 +211,7 @@ fn out_of_range_ids_name_the_id() {
 
 #[test]
 fn decode_of_a_split_character_is_lossy_not_an_error() {
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let ids = tok.encode("😀").unwrap();
     assert_eq!(tok.decode(&ids[..1]).unwrap(), "\u{fffd}");
 }

@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use llm_bpe::{pretokenize, Gpt2Tokenizer};
+use llm_bpe::{pretokenize, Tokenizer};
 use proptest::prelude::*;
 
-fn tok() -> &'static Gpt2Tokenizer {
-    static TOK: OnceLock<Gpt2Tokenizer> = OnceLock::new();
-    TOK.get_or_init(Gpt2Tokenizer::gpt2)
+fn tok() -> &'static Tokenizer {
+    static TOK: OnceLock<Tokenizer> = OnceLock::new();
+    TOK.get_or_init(Tokenizer::gpt2)
 }
 
 fn hf() -> &'static tokenizers::Tokenizer {

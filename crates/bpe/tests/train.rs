@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use llm_bpe::{train, Allowed, Gpt2Tokenizer, TrainerConfig};
+use llm_bpe::{train, Allowed, Tokenizer, TrainerConfig};
 
 fn shakespeare() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/data/tinyshakespeare.txt");
@@ -31,14 +31,11 @@ fn train_save_and_reload() {
     let path = dir.path().join("tokenizer.json");
     tok.save_tokenizer_json(&path).unwrap();
 
-    let reloaded = Gpt2Tokenizer::from_tokenizer_json(&path).unwrap();
+    let reloaded = Tokenizer::from_tokenizer_json(&path).unwrap();
     assert_eq!(reloaded.vocab_size(), 1024);
     assert_eq!(reloaded.encode(&text).unwrap(), ids);
     // Loading the directory finds the tokenizer.json too.
-    assert_eq!(
-        Gpt2Tokenizer::from_dir(dir.path()).unwrap().vocab_size(),
-        1024
-    );
+    assert_eq!(Tokenizer::from_dir(dir.path()).unwrap().vocab_size(), 1024);
 
     // The file is a real Hugging Face tokenizer: the tokenizers crate gives the same ids,
     // special token included.

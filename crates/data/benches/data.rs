@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use burn::backend::Flex;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_data::{prepare, PrepareConfig, ShardSet, TokenBatches};
 
 fn asset(name: &str) -> PathBuf {
@@ -23,7 +23,7 @@ fn main() {
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum();
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let dir = tempfile::tempdir().unwrap();
     let config = PrepareConfig {
         shard_tokens: 200_000,

@@ -7,7 +7,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use serde::Deserialize;
 
 use crate::batcher::int_tensor;
@@ -51,7 +51,7 @@ pub struct PreferenceDataset {
 }
 
 impl PreferenceDataset {
-    pub fn new(examples: &[PreferenceExample], tok: &Gpt2Tokenizer) -> Result<Self> {
+    pub fn new(examples: &[PreferenceExample], tok: &Tokenizer) -> Result<Self> {
         let items = examples
             .iter()
             .enumerate()

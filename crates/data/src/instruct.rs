@@ -7,7 +7,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 // The Alpaca format's strings live with the chat templates (`llm_bpe::chat`).
 pub use llm_bpe::chat::{
     INPUT_HEADER, INSTRUCTION_HEADER, PREAMBLE, PROMPT_TEMPLATE, RESPONSE_HEADER,
@@ -88,7 +88,7 @@ pub struct InstructionDataset {
 
 impl InstructionDataset {
     /// Tokenizes every example. Special-token text in an example is an error naming it.
-    pub fn new(examples: &[InstructionExample], tok: &Gpt2Tokenizer) -> Result<Self> {
+    pub fn new(examples: &[InstructionExample], tok: &Tokenizer) -> Result<Self> {
         let items = examples
             .iter()
             .enumerate()
@@ -132,7 +132,7 @@ pub struct InstructionBatch<B: Backend> {
 /// The walkthrough's `custom_collate_fn`.
 #[derive(Clone, Debug)]
 pub struct InstructionBatcher {
-    /// Padding id, also the end-of-text marker appended to each example (50256).
+    /// Padding id, also the end-of-text marker appended to each example (50256 for GPT-2).
     pub pad_id: u32,
     /// Truncate inputs and targets to this many tokens.
     pub max_length: Option<usize>,

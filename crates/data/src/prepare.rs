@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -216,7 +216,7 @@ impl SplitWriter {
     }
 }
 
-fn tokenize(tok: &Gpt2Tokenizer, docs: &[Document]) -> Vec<Vec<u32>> {
+fn tokenize(tok: &Tokenizer, docs: &[Document]) -> Vec<Vec<u32>> {
     // Long documents use every thread on their own; short ones are spread over threads.
     docs.par_iter()
         .with_max_len(1)
@@ -249,7 +249,7 @@ pub fn input_list(files: &[PathBuf]) -> Result<Vec<(String, u64)>> {
 pub fn prepare(
     inputs: &[PathBuf],
     out: &Path,
-    tok: &Gpt2Tokenizer,
+    tok: &Tokenizer,
     tokenizer_name: &str,
     config: &PrepareConfig,
     progress: Progress<'_>,
@@ -392,7 +392,7 @@ impl Splits {
 fn tokenize_into(
     splits: &mut Splits,
     files: &[PathBuf],
-    tok: &Gpt2Tokenizer,
+    tok: &Tokenizer,
     config: &PrepareConfig,
     total_bytes: u64,
     progress: Progress<'_>,

@@ -7,7 +7,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -95,7 +95,7 @@ pub struct SpamDataset {
 }
 
 impl SpamDataset {
-    pub fn new(examples: &[SpamExample], tok: &Gpt2Tokenizer, max_length: Option<usize>) -> Self {
+    pub fn new(examples: &[SpamExample], tok: &Tokenizer, max_length: Option<usize>) -> Self {
         let items = examples
             .iter()
             .map(|e| {

@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_data::shard::{encode_shard, Shard, TokenType};
 use llm_data::{prepare, BatchState, DataError, Manifest, PrepareConfig, ShardSet, TokenBatches};
 
@@ -14,14 +14,7 @@ fn run_prepare(
     out: &Path,
     config: &PrepareConfig,
 ) -> llm_data::Result<llm_data::PrepareReport> {
-    prepare(
-        inputs,
-        out,
-        &Gpt2Tokenizer::gpt2(),
-        "gpt2",
-        config,
-        &|_, _| {},
-    )
+    prepare(inputs, out, &Tokenizer::gpt2(), "gpt2", config, &|_, _| {})
 }
 
 fn small_shards() -> PrepareConfig {
@@ -47,7 +40,7 @@ fn one_book_is_cut_into_train_and_val() {
     assert_eq!(m.token_type, TokenType::U16);
     assert_eq!(Manifest::load(dir.path()).unwrap(), *m);
     // The shards hold exactly the tokenizer's ids, in order.
-    let all = Gpt2Tokenizer::gpt2()
+    let all = Tokenizer::gpt2()
         .encode(&std::fs::read_to_string(asset("tinyshakespeare.txt")).unwrap())
         .unwrap();
     let first = Shard::open(&dir.path().join("train_000000.bin")).unwrap();
@@ -184,7 +177,7 @@ fn sequential_rows_walk_the_stream_and_wrap() {
         },
     )
     .unwrap();
-    let all: Vec<u32> = Gpt2Tokenizer::gpt2()
+    let all: Vec<u32> = Tokenizer::gpt2()
         .encode(&std::fs::read_to_string(asset("the-verdict.txt")).unwrap())
         .unwrap();
     let mut tb =

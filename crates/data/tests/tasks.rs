@@ -6,7 +6,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use common::*;
 use llm_bpe::chat::{ChatTemplate, Message, Role};
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_data::dpo::{load_preferences, PreferenceBatch, PreferenceBatcher, PreferenceDataset};
 use llm_data::instruct::{
     format_example, format_input, load_instructions, split_instructions, InstructionBatch,
@@ -89,7 +89,7 @@ fn instruction_data_tokenizes_and_splits_85_5_10() {
     let (train, val, test) = split_instructions(&examples, 123).unwrap();
     assert_eq!((train.len(), val.len(), test.len()), (935, 55, 110));
     assert_eq!(split_instructions(&examples, 123).unwrap().0, train);
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let ds = InstructionDataset::new(&train, &tok).unwrap();
     let item = ds.get(0).unwrap();
     assert_eq!(tok.decode(&item.ids).unwrap(), format_example(&train[0]));
@@ -113,7 +113,7 @@ fn spam_is_balanced_split_and_padded() {
     let (train, val, test) = split_spam(&bal, 123).unwrap();
     assert_eq!((train.len(), val.len(), test.len()), (1045, 149, 300));
 
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let ds = SpamDataset::new(&train[..8], &tok, None);
     let items: Vec<_> = (0..8).map(|i| ds.get(i).unwrap()).collect();
     let batch: SpamBatch<B> = SpamBatcher::default().batch(items.clone(), &Default::default());
@@ -146,7 +146,7 @@ fn spam_is_balanced_split_and_padded() {
 fn preference_pairs_mask_the_responses() {
     let examples = load_preferences(&asset("instruction-data-with-preference.json")).unwrap();
     assert_eq!(examples.len(), 1100);
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let ds = PreferenceDataset::new(&examples[..4], &tok).unwrap();
     let items: Vec<_> = (0..4).map(|i| ds.get(i).unwrap()).collect();
     let batch: PreferenceBatch<B> =

@@ -4,14 +4,14 @@ mod common;
 
 use burn::data::dataset::Dataset;
 use common::*;
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_data::{
     split_tokens, DataLoader, LoaderConfig, NextTokenBatch, NextTokenBatcher, SlidingWindow,
 };
 
 fn verdict() -> Vec<u32> {
     let text = std::fs::read_to_string(asset("the-verdict.txt")).unwrap();
-    Gpt2Tokenizer::gpt2().encode(&text).unwrap()
+    Tokenizer::gpt2().encode(&text).unwrap()
 }
 
 #[test]

@@ -127,10 +127,11 @@ fn profile(model: &InferModel<B>, step_s: f64, device: &Device<B>) -> Value {
     let blocks = time(|| {
         B::run_pass(|| {
             for b in &model.h {
+                let mlp = b.mlp.dense().expect("GPT-2's MLP");
                 sync(b.c_attn.forward(x.clone()));
                 sync(b.c_proj.forward(x.clone()));
-                sync(b.c_fc.forward(x.clone()));
-                sync(b.mlp_c_proj.forward(x4.clone()));
+                sync(mlp.c_fc.forward(x.clone()));
+                sync(mlp.c_proj.forward(x4.clone()));
             }
         })
     });
@@ -146,7 +147,7 @@ fn profile(model: &InferModel<B>, step_s: f64, device: &Device<B>) -> Value {
     let attention = time(|| {
         B::run_pass(|| {
             for layer in 0..layers {
-                sync(cache.attend(layer, qkv.clone(), &seg));
+                sync(cache.attend(layer, qkv.clone(), &seg, None));
             }
         })
     });
@@ -166,7 +167,8 @@ fn profile(model: &InferModel<B>, step_s: f64, device: &Device<B>) -> Value {
 /// Burn dequantizes a quantized tensor to f32 for every matmul, so it cannot be faster.
 fn burn_quantized(model: &InferModel<B>, device: &Device<B>) -> Value {
     use burn::tensor::quantization::{BlockSize, QuantLevel, QuantScheme, QuantValue};
-    let [n, k] = model.h[0].c_fc.weight.dims();
+    let c_fc = &model.h[0].mlp.dense().expect("GPT-2's MLP").c_fc;
+    let [n, k] = c_fc.weight.dims();
     let x = Tensor::<B, 2>::ones([1, k], device);
     let w = Tensor::<B, 2>::random([k, n], burn::tensor::Distribution::Default, device);
     let scheme = QuantScheme::default()
@@ -178,7 +180,7 @@ fn burn_quantized(model: &InferModel<B>, device: &Device<B>) -> Value {
     json!({
         "burn_q8s_matmul_ms": ms(&mut || sync(x.clone().matmul(wq.clone()))),
         "burn_f32_matmul_ms": ms(&mut || sync(x.clone().matmul(w.clone()))),
-        "ours_ms": ms(&mut || sync(model.h[0].c_fc.forward(x.clone()))),
+        "ours_ms": ms(&mut || sync(c_fc.forward(x.clone()))),
     })
 }
 
@@ -190,7 +192,10 @@ fn run_case(dir: &Path, quant: Quant) -> Value {
     let load_s = start.elapsed().as_secs_f64();
     let weight_mb = model.weight_bytes() as f64 / (1 << 20) as f64;
     let rss_loaded = rss_mib(Rss::Peak);
-    let wpe_bytes = 4 * model.wpe.shape().num_elements();
+    let wpe_bytes = model
+        .wpe
+        .as_ref()
+        .map_or(0, |w| 4 * w.shape().num_elements());
     let mut engine = new_engine(model, 1, CAPACITY, &device);
     let cache_mb = engine.cache().bytes() as f64 / (1 << 20) as f64;
     let ttft_s = ttft(&mut engine);

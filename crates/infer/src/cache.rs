@@ -1,5 +1,5 @@
 //! The KV cache of a running batch: for each layer, keys and values of every slot,
-//! `[slots, n_head, capacity, head_dim]`, allocated once, in f32 or f16 ([`KvDtype`]).
+//! `[slots, n_kv_head, capacity, head_dim]`, allocated once, in f32 or f16 ([`KvDtype`]).
 //! Each step writes its new positions in place; nothing grows, so its memory is known up
 //! front ([`SlotCache::bytes`]).
 
@@ -96,8 +96,7 @@ impl<B: KernelBackend> SlotCache<B> {
                 ),
             });
         }
-        let (h, cap) = (config.n_head, capacity);
-        let d = config.n_embd / h;
+        let (h, cap, d) = (config.kv_heads(), capacity, config.head_dim());
         let shape = [slots, h, cap, d];
         let zeros = || Tensor::<B, 4>::zeros(shape, (device, kv.dtype()));
         let layers = (0..config.n_layer)
@@ -131,20 +130,27 @@ impl<B: KernelBackend> SlotCache<B> {
         self.bytes
     }
 
-    /// Layer `layer`'s attention for the segments' tokens `qkv [n, 3c]`: writes their keys
-    /// and values at the segments' positions, returns `[n, c]`. Segments must fit the cache.
+    /// Layer `layer`'s attention for the segments' tokens `qkv [n, (h + 2·kv)·d]`: writes
+    /// their keys and values at the segments' positions, returns `[n, h·d]`, each token
+    /// seeing the last `window` positions if given. Segments must fit the cache.
     pub fn attend(
         &mut self,
         layer: usize,
         qkv: Tensor<B, 2>,
         segments: &[Segment],
+        window: Option<usize>,
     ) -> Tensor<B, 2> {
         let (k, v) = self.layers[layer]
             .take()
             .expect("a cache layer is held by one step at a time");
         let prim = |t: Tensor<B, 4>| t.into_primitive().tensor();
-        let (y, k, v) =
-            B::cached_attention(qkv.into_primitive().tensor(), prim(k), prim(v), segments);
+        let (y, k, v) = B::cached_attention(
+            qkv.into_primitive().tensor(),
+            prim(k),
+            prim(v),
+            segments,
+            window,
+        );
         let float = |t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
         self.layers[layer] = Some((float(k), float(v)));
         Tensor::from_primitive(TensorPrimitive::Float(y))

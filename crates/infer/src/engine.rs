@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_model::{KernelBackend, Segment};
 
 use crate::cache::{KvDtype, SlotCache};
@@ -94,7 +94,7 @@ struct Sequence {
 /// Generation over a batch of slots.
 pub struct Engine<B: KernelBackend> {
     model: InferModel<B>,
-    tokenizer: Option<Arc<Gpt2Tokenizer>>,
+    tokenizer: Option<Arc<Tokenizer>>,
     cache: SlotCache<B>,
     slots: Vec<Option<Sequence>>,
     next_id: SeqId,
@@ -105,7 +105,7 @@ impl<B: KernelBackend> Engine<B> {
     /// text and stop strings work.
     pub fn new(
         model: InferModel<B>,
-        tokenizer: Option<Arc<Gpt2Tokenizer>>,
+        tokenizer: Option<Arc<Tokenizer>>,
         slots: usize,
         device: &B::Device,
     ) -> Self {
@@ -116,7 +116,7 @@ impl<B: KernelBackend> Engine<B> {
     /// cannot store it).
     pub fn with_kv(
         model: InferModel<B>,
-        tokenizer: Option<Arc<Gpt2Tokenizer>>,
+        tokenizer: Option<Arc<Tokenizer>>,
         slots: usize,
         kv: KvDtype,
         device: &B::Device,
@@ -129,7 +129,7 @@ impl<B: KernelBackend> Engine<B> {
     /// [`SlotCache::with_capacity`] for a cache smaller than the context).
     pub fn with_cache(
         model: InferModel<B>,
-        tokenizer: Option<Arc<Gpt2Tokenizer>>,
+        tokenizer: Option<Arc<Tokenizer>>,
         cache: SlotCache<B>,
     ) -> Self {
         Engine {

@@ -1,10 +1,12 @@
 //! # llm-infer: the generation engine
 //!
-//! Fast generation with a GPT-2, on any Burn backend, specialised for the CPU.
+//! Fast generation with a GPT-2 or one of its variants (RoPE, RMSNorm, SwiGLU, MoE,
+//! grouped-query and windowed attention: a Llama), on any Burn backend, specialised for
+//! the CPU.
 //!
 //! - [`InferModel`]: the weights laid out for generation (`[out, in]` projections), in f32
 //!   or int8 Q8_0 ([`Quant`]), built from an [`llm_model::Gpt`].
-//! - [`SlotCache`]: the KV cache, `[slots, n_head, n_positions, head_dim]` per layer,
+//! - [`SlotCache`]: the KV cache, `[slots, n_kv_head, n_positions, head_dim]` per layer,
 //!   allocated once and written in place, in f32 or f16 ([`KvDtype`]).
 //! - [`Engine`]: continuous batching over the slots ([`Engine::add`], [`Engine::step`],
 //!   [`Engine::cancel`]); [`Engine::generate`] runs a list of requests to the end.
@@ -26,6 +28,7 @@
 mod cache;
 mod engine;
 mod error;
+mod ffn;
 pub mod load;
 mod model;
 pub mod quantized;
@@ -36,6 +39,7 @@ mod text;
 pub use cache::{KvDtype, SlotCache};
 pub use engine::{Engine, Event, Finish, Output, Request, SeqId};
 pub use error::{InferError, Result};
+pub use ffn::{FeedForward, InferMlp, InferMoe};
 pub use llm_bpe::chat;
 pub use llm_model::sampling::{argmax, Choice, SamplingParams, TokenSampler};
 pub use model::{InferBlock, InferModel, Linear, Quant, Weight};

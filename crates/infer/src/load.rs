@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_model::hub::Hub;
 use llm_model::pretrained::{self, ModelSource};
 use llm_model::{Checkpoint, KernelBackend};
@@ -16,7 +16,7 @@ use crate::quantized;
 /// A model found on disk (or in the hub cache), not loaded yet.
 pub struct LocatedModel {
     pub source: ModelSource,
-    pub tokenizer: Gpt2Tokenizer,
+    pub tokenizer: Tokenizer,
     /// The tokenizer, as `--tokenizer` takes it.
     pub tokenizer_name: String,
     /// The chat template the checkpoint recorded, else [`ChatTemplate::Plain`].
@@ -48,7 +48,7 @@ pub fn locate(model: &str, tokenizer: Option<&str>) -> Result<LocatedModel> {
         }
         _ => recorded("tokenizer").unwrap_or("gpt2").to_string(),
     };
-    let tokenizer = Gpt2Tokenizer::load(&spec)
+    let tokenizer = Tokenizer::load(&spec)
         .map_err(|e| InferError::Load(format!("loading the model's tokenizer {spec:?}: {e}")))?;
     let note = match (&source, Path::new(model).is_dir()) {
         (ModelSource::Checkpoint(path), true) => Some(describe_checkpoint(path, step, &metadata)),
@@ -111,7 +111,7 @@ pub fn load_model<B: KernelBackend>(
 }
 
 /// Checks that every id the tokenizer can produce is a token of the model.
-pub fn check_vocab(tokenizer: &Gpt2Tokenizer, model_vocab: usize) -> Result<()> {
+pub fn check_vocab(tokenizer: &Tokenizer, model_vocab: usize) -> Result<()> {
     if tokenizer.vocab_size() > model_vocab {
         return Err(InferError::Load(format!(
             "the tokenizer ({}) has {} tokens but the model only {}: pass the model's tokenizer with --tokenizer",

@@ -1,23 +1,30 @@
-//! GPT-2 laid out for generation: every projection as `[out, in]` (the layout decode's dot
-//! products stream), f32 or Q8_0, and a forward pass over [`Segment`]s of new tokens
-//! that reads and extends a [`SlotCache`].
+//! GPT-2 (or one of its variants) laid out for generation: every projection as `[out, in]`
+//! (the layout decode's dot products stream), f32 or Q8_0, and a forward pass over
+//! [`Segment`]s of new tokens that reads and extends a [`SlotCache`].
 //!
 //! ```text
 //! ids ─▶ wte ─┐                            (only each segment's last token from here)
 //!             ├─▶ + ─▶ h[0] ─▶ … ─▶ h[n-1] ─▶ ln_f ─▶ · wteᵀ ─▶ logits [segments, vocab]
-//! pos ─▶ wpe ─┘
-//! h[i]: x + c_proj(attention over the cache(c_attn(ln_1(x)))), then x + mlp(ln_2(x))
+//! pos ─▶ wpe ─┘  (learned positions only)
+//! h[i]: x + c_proj(attention over the cache(rope(c_attn(ln_1(x))))), then x + ffn(ln_2(x))
 //! ```
+//!
+//! The variants of [`Gpt2Config`] run here too: RoPE turns each new token's queries and
+//! keys at its own position before they are cached, the cache holds `n_kv_head` heads,
+//! a window limits what attention sees, and `ffn` is GELU, SwiGLU or a mixture of experts
+//! ([`FeedForward`]).
 
 use std::sync::Arc;
 
-use burn::nn::LayerNorm;
 use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
 use llm_model::kernels::{simd, Q8_BLOCK};
 use llm_model::sampling::argmax;
-use llm_model::{Gpt, Gpt2Config, KernelBackend, Proj, Q8Matrix, Segment};
+use llm_model::{
+    Block, Gpt, Gpt2Config, KernelBackend, Norm, Position, Proj, Q8Matrix, Rope, Segment,
+};
 
 use crate::cache::SlotCache;
+use crate::ffn::{FeedForward, InferMlp, InferMoe};
 
 /// How weights are held.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -120,7 +127,7 @@ pub struct Linear<B: KernelBackend> {
 
 impl<B: KernelBackend> Linear<B> {
     /// From a [`Proj`] (`[in, out]`, HF's `Conv1D`), transposed once to `[out, in]`.
-    fn from_proj(p: Proj<B>, quant: Quant) -> Self {
+    pub(crate) fn from_proj(p: Proj<B>, quant: Quant) -> Self {
         let w = p.weight.into_value();
         let device = w.device();
         let w_t = Tensor::from_data(w.transpose().into_data(), &device); // [out, in], contiguous
@@ -135,36 +142,53 @@ impl<B: KernelBackend> Linear<B> {
     }
 }
 
-/// GPT-2's tanh GELU through the backend's fused op.
-fn gelu<B: KernelBackend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
-    Tensor::from_primitive(TensorPrimitive::Float(B::gelu_tanh(
-        x.into_primitive().tensor(),
-    )))
-}
-
 /// One block, `h[i]`.
 #[derive(Clone, Debug)]
 pub struct InferBlock<B: KernelBackend> {
-    pub ln_1: LayerNorm<B>,
-    /// `[3·n_embd, n_embd]`.
+    pub ln_1: Norm<B>,
+    /// `[(n_head + 2·n_kv_head)·head_dim, n_embd]`: queries, keys, values.
     pub c_attn: Linear<B>,
     /// Attention's output projection.
     pub c_proj: Linear<B>,
-    pub ln_2: LayerNorm<B>,
-    pub c_fc: Linear<B>,
-    /// The MLP's output projection.
-    pub mlp_c_proj: Linear<B>,
+    pub ln_2: Norm<B>,
+    pub mlp: FeedForward<B>,
 }
 
-/// GPT-2 for generation.
+impl<B: KernelBackend> InferBlock<B> {
+    fn from_block(block: Block<B>, quant: Quant) -> Self {
+        let mlp = match (block.mlp, block.moe) {
+            (Some(mlp), _) => FeedForward::Mlp(InferMlp::from_mlp(mlp, quant)),
+            (None, Some(moe)) => FeedForward::Moe(InferMoe::from_moe(moe, quant)),
+            (None, None) => unreachable!("a block has an mlp or a moe"),
+        };
+        InferBlock {
+            ln_1: block.ln_1,
+            c_attn: Linear::from_proj(block.attn.c_attn, quant),
+            c_proj: Linear::from_proj(block.attn.c_proj, quant),
+            ln_2: block.ln_2,
+            mlp,
+        }
+    }
+
+    /// Every projection.
+    pub fn linears(&self) -> Vec<&Linear<B>> {
+        let mut out = vec![&self.c_attn, &self.c_proj];
+        out.extend(self.mlp.linears());
+        out
+    }
+}
+
+/// A model for generation.
 #[derive(Clone, Debug)]
 pub struct InferModel<B: KernelBackend> {
     /// `[vocab, n_embd]`: the embedding, and the LM head when tied.
     pub wte: Weight<B>,
-    /// `[n_positions, n_embd]`.
-    pub wpe: Tensor<B, 2>,
+    /// `[n_positions, n_embd]`, for learned positions.
+    pub wpe: Option<Tensor<B, 2>>,
+    /// RoPE's rotations at every position, for rotary positions.
+    pub rope: Option<Rope<B>>,
     pub h: Vec<InferBlock<B>>,
-    pub ln_f: LayerNorm<B>,
+    pub ln_f: Norm<B>,
     /// An untied head `[vocab, n_embd]`.
     pub lm_head: Option<Linear<B>>,
     pub config: Gpt2Config,
@@ -180,24 +204,17 @@ impl<B: KernelBackend> InferModel<B> {
             model
         };
         let config = model.config.clone();
+        let device = model.ln_f.gamma.device();
         // Each f32 weight is consumed as it is converted (and, loaded from safetensors, read
         // only now): an int8 model never holds all of its f32 weights, `wte` first.
         let wte = Weight::new(model.wte.weight.into_value(), quant);
-        let h = model
-            .h
-            .into_iter()
-            .map(|b| InferBlock {
-                ln_1: b.ln_1,
-                c_attn: Linear::from_proj(b.attn.c_attn, quant),
-                c_proj: Linear::from_proj(b.attn.c_proj, quant),
-                ln_2: b.ln_2,
-                c_fc: Linear::from_proj(b.mlp.c_fc, quant),
-                mlp_c_proj: Linear::from_proj(b.mlp.c_proj, quant),
-            })
+        let h = (model.h.into_iter())
+            .map(|b| InferBlock::from_block(b, quant))
             .collect();
         InferModel {
             wte,
-            wpe: model.wpe.weight.into_value(),
+            wpe: model.wpe.map(|wpe| wpe.weight.into_value()),
+            rope: rope_table(&config, &device),
             h,
             ln_f: model.ln_f,
             lm_head: model.lm_head.map(|p| Linear::from_proj(p, quant)),
@@ -211,29 +228,28 @@ impl<B: KernelBackend> InferModel<B> {
     }
 
     pub fn n_positions(&self) -> usize {
-        self.wpe.dims()[0]
+        self.config.n_positions
+    }
+
+    pub fn device(&self) -> B::Device {
+        self.ln_f.gamma.device()
     }
 
     /// Bytes of weights held.
     pub fn weight_bytes(&self) -> usize {
-        let ln = |_: &LayerNorm<B>| 2 * 4 * self.config.n_embd;
+        let ln = |n: &Norm<B>| 4 * self.config.n_embd * (1 + usize::from(n.beta.is_some()));
         let lin = |l: &Linear<B>| l.weight.bytes() + l.bias.as_ref().map_or(0, |b| 4 * b.dims()[0]);
+        let blocks: usize = (self.h.iter())
+            .map(|b| ln(&b.ln_1) + ln(&b.ln_2) + b.linears().into_iter().map(lin).sum::<usize>())
+            .sum();
         self.wte.bytes()
-            + 4 * self.wpe.shape().num_elements()
+            + self
+                .wpe
+                .as_ref()
+                .map_or(0, |w| 4 * w.shape().num_elements())
             + ln(&self.ln_f)
             + self.lm_head.as_ref().map_or(0, lin)
-            + self
-                .h
-                .iter()
-                .map(|b| {
-                    ln(&b.ln_1)
-                        + ln(&b.ln_2)
-                        + lin(&b.c_attn)
-                        + lin(&b.c_proj)
-                        + lin(&b.c_fc)
-                        + lin(&b.mlp_c_proj)
-                })
-                .sum::<usize>()
+            + blocks
     }
 
     /// Runs the new tokens `ids` (the segments' tokens, one segment after another) through
@@ -268,8 +284,7 @@ impl<B: KernelBackend> InferModel<B> {
             let x = self.forward_hidden(ids, segments, cache); // [n, c]
             let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
             let k = rows.len();
-            let rows =
-                Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [k]), &self.wpe.device());
+            let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [k]), &self.device());
             self.head(x.select(0, rows)) // [rows, vocab]
         })
     }
@@ -301,23 +316,47 @@ impl<B: KernelBackend> InferModel<B> {
         segments: &[Segment],
         cache: &mut SlotCache<B>,
     ) -> Tensor<B, 2> {
-        let device = self.wpe.device();
+        let device = self.device();
         let positions: Vec<i64> = segments
             .iter()
             .flat_map(|s| (s.pos..s.pos + s.len).map(|p| p as i64))
             .collect();
         let n = positions.len();
         let pos = Tensor::<B, 1, Int>::from_data(TensorData::new(positions, [n]), &device);
-        let mut x = self.wte.rows(ids, &device) + self.wpe.clone().select(0, pos); // [n, c]
-
+        let mut x = self.wte.rows(ids, &device); // [n, c]
+        if let Some(wpe) = &self.wpe {
+            x = x + wpe.clone().select(0, pos.clone());
+        }
+        let rope = self.rope.as_ref().map(|rope| rope.rows(pos)); // [1, n, 1, d]
+        let window = self.config.attention_window;
         for (i, block) in self.h.iter().enumerate() {
-            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone())); // [n, 3c]
-            let a = cache.attend(i, qkv, segments); // [n, c]
+            let qkv = block.c_attn.forward(block.ln_1.forward(x.clone())); // [n, (h + 2·kv)·d]
+            let qkv = self.rotate(qkv, rope.as_ref());
+            let a = cache.attend(i, qkv, segments, window); // [n, c]
             x = x + block.c_proj.forward(a);
-            let m = gelu(block.c_fc.forward(block.ln_2.forward(x.clone()))); // [n, 4c]
-            x = x + block.mlp_c_proj.forward(m); // [n, c]
+            x = x.clone() + block.mlp.forward(block.ln_2.forward(x)); // [n, c]
         }
         x
+    }
+
+    /// RoPE on the queries and keys of `qkv [n, (h + 2·kv)·d]`, each row by its own
+    /// rotation ([`Rope::rows`]); unchanged without rotary positions.
+    fn rotate(&self, qkv: Tensor<B, 2>, rope: Option<&Rope<B>>) -> Tensor<B, 2> {
+        let Some(rope) = rope else {
+            return qkv;
+        };
+        let c = &self.config;
+        let (h, kv, d) = (c.n_head, c.kv_heads(), c.head_dim());
+        let n = qkv.dims()[0];
+        let heads = |first: usize, count: usize| {
+            let part = qkv
+                .clone()
+                .narrow(1, first * d, count * d)
+                .reshape([1, n, count, d]);
+            rope.apply(part).reshape([n, count * d]) // [n, count·d]
+        };
+        let v = qkv.clone().narrow(1, (h + kv) * d, kv * d); // [n, kv·d]
+        Tensor::cat(vec![heads(0, h), heads(h, kv), v], 1) // [n, (h + 2·kv)·d]
     }
 
     /// Mean loss and perplexity on `ids` with sliding windows of `context` tokens every
@@ -401,7 +440,7 @@ fn walk_scored_rows<B: KernelBackend, const N: usize>(
     }
     let mut caches: Vec<SlotCache<B>> = models
         .iter()
-        .map(|m| SlotCache::new(&m.config, 1, &m.wpe.device()))
+        .map(|m| SlotCache::new(&m.config, 1, &m.device()))
         .collect();
     let all = llm_model::windows(ids.len(), context, stride);
     for w in &all {
@@ -426,4 +465,19 @@ fn walk_scored_rows<B: KernelBackend, const N: usize>(
         }
     }
     Ok(all.len())
+}
+
+/// RoPE's rotations at every position of the context, for a model with rotary positions.
+pub(crate) fn rope_table<B: KernelBackend>(
+    config: &Gpt2Config,
+    device: &B::Device,
+) -> Option<Rope<B>> {
+    (config.position == Position::Rope).then(|| {
+        Rope::new(
+            config.rope_theta,
+            config.head_dim(),
+            0..config.n_positions,
+            device,
+        )
+    })
 }

@@ -4,11 +4,16 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `config.json` | the GPT-2 config, plus `"quantization_config": {"quant_method": "llm-e2e-q8_0", "block_size": 32}` |
+//! | `config.json` | the model's config (GPT-2's, or a Llama's for that family), plus `"quantization_config": {"quant_method": "llm-e2e-q8_0", "block_size": 32}` |
 //! | `model.safetensors` | the tensors below; metadata `{"format": "llm-e2e-q8_0"}` |
 //! | `tokenizer.json` | the model's tokenizer (written by the command) |
 //!
-//! Tensor names follow Hugging Face's (`transformer.h.3.attn.c_attn`, …). Every projection
+//! Tensor names follow Hugging Face's GPT-2 (`transformer.h.3.attn.c_attn`, …) for every
+//! architecture, as llm-e2e names its modules: a variant leaves out what it lacks (`wpe`
+//! with rotary positions, biases, an RMSNorm's `.bias`), its `c_attn` holds `n_kv_head`
+//! key/value heads, a gated `c_fc` holds the gate then the up projection, and a mixture of
+//! experts has `h.N.moe.router` and `h.N.moe.experts.J.{c_fc,c_proj}` in place of
+//! `h.N.mlp`. Every projection
 //! and the embedding `wte` is stored **`[out, in]`**, one row per output, with the
 //! reduction along rows (unlike HF's `Conv1D`, which is `[in, out]`):
 //!
@@ -26,15 +31,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Tensor, TensorData};
 use llm_model::kernels::Q8_BLOCK;
-use llm_model::{Gpt2Config, KernelBackend, Q8Matrix};
+use llm_model::{Gpt2Config, KernelBackend, MlpKind, Norm, Position, Q8Matrix};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{InferError, Result};
-use crate::model::{InferBlock, InferModel, Linear, Quant, Weight};
+use crate::ffn::{FeedForward, InferMlp, InferMoe};
+use crate::model::{rope_table, InferBlock, InferModel, Linear, Quant, Weight};
 
 /// The `format` in the safetensors metadata and `quant_method` in config.json.
 pub const FORMAT: &str = "llm-e2e-q8_0";
@@ -59,75 +64,88 @@ enum Stored {
     Q8(Arc<Q8Matrix>),
 }
 
-fn f32_of<B: KernelBackend>(t: &Tensor<B, 1>) -> Vec<f32> {
-    t.clone()
+/// A tensor of any rank as stored f32 values with its shape.
+fn stored_f32<B: KernelBackend, const D: usize>(t: &Tensor<B, D>) -> Stored {
+    let values = t
+        .clone()
         .into_data()
         .convert::<f32>()
         .to_vec()
-        .expect("f32")
+        .expect("f32 data converts to f32");
+    Stored::F32(t.dims().to_vec(), values)
 }
 
+/// Every tensor of `model` under its saved name, in order.
 fn collect<B: KernelBackend>(model: &InferModel<B>) -> Vec<(String, Stored)> {
-    let mut out = Vec::new();
-    let weight = |out: &mut Vec<(String, Stored)>, name: &str, w: &Weight<B>| {
-        let stored = match w {
-            Weight::F32(t) => Stored::F32(
-                t.dims().to_vec(),
-                t.clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec()
-                    .expect("f32"),
-            ),
-            Weight::Q8(q) => Stored::Q8(q.clone()),
-        };
-        out.push((format!("{name}.weight"), stored));
-    };
-    let vector = |out: &mut Vec<(String, Stored)>, name: String, t: &Tensor<B, 1>| {
-        out.push((name, Stored::F32(t.dims().to_vec(), f32_of(t))));
-    };
-    let linear = |out: &mut Vec<(String, Stored)>, name: &str, l: &Linear<B>| {
-        weight(out, name, &l.weight);
-        if let Some(b) = &l.bias {
-            vector(out, format!("{name}.bias"), b);
-        }
-    };
-    let norm = |out: &mut Vec<(String, Stored)>, name: &str, ln: &LayerNorm<B>| {
-        vector(out, format!("{name}.weight"), &ln.gamma.val());
-        if let Some(b) = &ln.beta {
-            vector(out, format!("{name}.bias"), &b.val());
-        }
-    };
-    weight(&mut out, "transformer.wte", &model.wte);
-    let wpe = &model.wpe;
-    out.push((
-        "transformer.wpe.weight".into(),
-        Stored::F32(
-            wpe.dims().to_vec(),
-            wpe.clone()
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .expect("f32"),
-        ),
-    ));
+    let mut out = Collect(Vec::new());
+    out.weight("transformer.wte", &model.wte);
+    if let Some(wpe) = &model.wpe {
+        out.matrix("transformer.wpe.weight".into(), wpe);
+    }
     for (i, b) in model.h.iter().enumerate() {
         let p = format!("transformer.h.{i}");
-        norm(&mut out, &format!("{p}.ln_1"), &b.ln_1);
-        linear(&mut out, &format!("{p}.attn.c_attn"), &b.c_attn);
-        linear(&mut out, &format!("{p}.attn.c_proj"), &b.c_proj);
-        norm(&mut out, &format!("{p}.ln_2"), &b.ln_2);
-        linear(&mut out, &format!("{p}.mlp.c_fc"), &b.c_fc);
-        linear(&mut out, &format!("{p}.mlp.c_proj"), &b.mlp_c_proj);
+        out.norm(&format!("{p}.ln_1"), &b.ln_1);
+        out.linear(&format!("{p}.attn.c_attn"), &b.c_attn);
+        out.linear(&format!("{p}.attn.c_proj"), &b.c_proj);
+        out.norm(&format!("{p}.ln_2"), &b.ln_2);
+        match &b.mlp {
+            FeedForward::Mlp(mlp) => out.mlp(&format!("{p}.mlp"), mlp),
+            FeedForward::Moe(moe) => {
+                out.linear(&format!("{p}.moe.router"), &moe.router);
+                for (j, expert) in moe.experts.iter().enumerate() {
+                    out.mlp(&format!("{p}.moe.experts.{j}"), expert);
+                }
+            }
+        }
     }
-    norm(&mut out, "transformer.ln_f", &model.ln_f);
+    out.norm("transformer.ln_f", &model.ln_f);
     if let Some(head) = &model.lm_head {
-        linear(&mut out, "lm_head", head);
+        out.linear("lm_head", head);
     }
-    out
+    out.0
 }
 
-/// A raw safetensors view.
+/// The tensors collected so far.
+struct Collect(Vec<(String, Stored)>);
+
+impl Collect {
+    fn matrix<B: KernelBackend>(&mut self, name: String, t: &Tensor<B, 2>) {
+        self.0.push((name, stored_f32(t)));
+    }
+
+    fn vector<B: KernelBackend>(&mut self, name: String, t: &Tensor<B, 1>) {
+        self.0.push((name, stored_f32(t)));
+    }
+
+    fn weight<B: KernelBackend>(&mut self, name: &str, w: &Weight<B>) {
+        match w {
+            Weight::F32(t) => self.matrix(format!("{name}.weight"), t),
+            Weight::Q8(q) => self
+                .0
+                .push((format!("{name}.weight"), Stored::Q8(q.clone()))),
+        }
+    }
+
+    fn linear<B: KernelBackend>(&mut self, name: &str, l: &Linear<B>) {
+        self.weight(name, &l.weight);
+        if let Some(b) = &l.bias {
+            self.vector(format!("{name}.bias"), b);
+        }
+    }
+
+    fn mlp<B: KernelBackend>(&mut self, name: &str, mlp: &InferMlp<B>) {
+        self.linear(&format!("{name}.c_fc"), &mlp.c_fc);
+        self.linear(&format!("{name}.c_proj"), &mlp.c_proj);
+    }
+
+    fn norm<B: KernelBackend>(&mut self, name: &str, ln: &Norm<B>) {
+        self.vector(format!("{name}.weight"), &ln.gamma.val());
+        if let Some(b) = &ln.beta {
+            self.vector(format!("{name}.bias"), &b.val());
+        }
+    }
+}
+
 struct Raw {
     dtype: Dtype,
     shape: Vec<usize>,
@@ -285,18 +303,75 @@ impl Reader<'_> {
         name: &str,
         config: &Gpt2Config,
         device: &B::Device,
-    ) -> Result<LayerNorm<B>> {
+    ) -> Result<Norm<B>> {
         let c = config.n_embd;
-        let mut ln = LayerNormConfig::new(c)
-            .with_epsilon(config.layer_norm_epsilon)
-            .init(device);
+        let mut ln = Norm::new(config.norm, c, config.layer_norm_epsilon, device);
         ln.gamma = Param::from_tensor(self.vector(&format!("{name}.weight"), c, device)?);
-        ln.beta = Some(Param::from_tensor(self.vector(
-            &format!("{name}.bias"),
-            c,
-            device,
-        )?));
+        if ln.beta.is_some() {
+            let beta = self.vector(&format!("{name}.bias"), c, device)?;
+            ln.beta = Some(Param::from_tensor(beta));
+        }
         Ok(ln)
+    }
+
+    /// A dense MLP under `name` (`{name}.c_fc`, `{name}.c_proj`).
+    fn mlp<B: KernelBackend>(
+        &self,
+        name: &str,
+        config: &Gpt2Config,
+        device: &B::Device,
+    ) -> Result<InferMlp<B>> {
+        let (c, inner, bias) = (config.n_embd, config.inner_dim(), config.bias);
+        let gated = config.mlp != MlpKind::Gelu;
+        let fc = if gated { 2 * inner } else { inner };
+        Ok(InferMlp {
+            c_fc: self.linear(&format!("{name}.c_fc"), [fc, c], bias, device)?,
+            c_proj: self.linear(&format!("{name}.c_proj"), [c, inner], bias, device)?,
+            gated,
+        })
+    }
+
+    /// Block `i`'s feed-forward part.
+    fn feed_forward<B: KernelBackend>(
+        &self,
+        p: &str,
+        config: &Gpt2Config,
+        device: &B::Device,
+    ) -> Result<FeedForward<B>> {
+        if config.mlp != MlpKind::Moe {
+            return Ok(FeedForward::Mlp(self.mlp(
+                &format!("{p}.mlp"),
+                config,
+                device,
+            )?));
+        }
+        let (c, e) = (config.n_embd, config.n_expert);
+        Ok(FeedForward::Moe(InferMoe {
+            router: self.linear(&format!("{p}.moe.router"), [e, c], false, device)?,
+            experts: (0..e)
+                .map(|j| self.mlp(&format!("{p}.moe.experts.{j}"), config, device))
+                .collect::<Result<_>>()?,
+            n_active: config.n_expert_active,
+        }))
+    }
+
+    /// Block `i`.
+    fn block<B: KernelBackend>(
+        &self,
+        i: usize,
+        config: &Gpt2Config,
+        device: &B::Device,
+    ) -> Result<InferBlock<B>> {
+        let p = format!("transformer.h.{i}");
+        let c = config.n_embd;
+        let qkv = [config.qkv_dim(), c];
+        Ok(InferBlock {
+            ln_1: self.norm(&format!("{p}.ln_1"), config, device)?,
+            c_attn: self.linear(&format!("{p}.attn.c_attn"), qkv, config.attn_bias(), device)?,
+            c_proj: self.linear(&format!("{p}.attn.c_proj"), [c, c], config.bias, device)?,
+            ln_2: self.norm(&format!("{p}.ln_2"), config, device)?,
+            mlp: self.feed_forward(&p, config, device)?,
+        })
     }
 }
 
@@ -315,25 +390,21 @@ pub fn load_quantized<B: KernelBackend>(dir: &Path, device: &B::Device) -> Resul
         mmap: &mmap,
         tensors,
     };
-    let (c, v, inner) = (config.n_embd, config.vocab_size, config.inner_dim());
-    let bias = config.qkv_bias;
+    let (c, v, t) = (config.n_embd, config.vocab_size, config.n_positions);
     let h = (0..config.n_layer)
-        .map(|i| {
-            let p = format!("transformer.h.{i}");
-            Ok(InferBlock {
-                ln_1: r.norm(&format!("{p}.ln_1"), &config, device)?,
-                c_attn: r.linear(&format!("{p}.attn.c_attn"), [3 * c, c], bias, device)?,
-                c_proj: r.linear(&format!("{p}.attn.c_proj"), [c, c], true, device)?,
-                ln_2: r.norm(&format!("{p}.ln_2"), &config, device)?,
-                c_fc: r.linear(&format!("{p}.mlp.c_fc"), [inner, c], true, device)?,
-                mlp_c_proj: r.linear(&format!("{p}.mlp.c_proj"), [c, inner], true, device)?,
-            })
-        })
+        .map(|i| r.block(i, &config, device))
         .collect::<Result<Vec<_>>>()?;
-    let wpe = r.f32s("transformer.wpe.weight", &[config.n_positions, c])?;
+    let wpe = match config.position {
+        Position::Learned => {
+            let wpe = r.f32s("transformer.wpe.weight", &[t, c])?;
+            Some(Tensor::from_data(TensorData::new(wpe, [t, c]), device))
+        }
+        _ => None,
+    };
     Ok(InferModel {
         wte: r.weight("transformer.wte", [v, c], device)?,
-        wpe: Tensor::from_data(TensorData::new(wpe, [config.n_positions, c]), device),
+        wpe,
+        rope: rope_table(&config, device),
         h,
         ln_f: r.norm("transformer.ln_f", &config, device)?,
         lm_head: match config.tie_word_embeddings {

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 
 use crate::error::Result;
 
 /// Turns a sequence's new tokens into text pieces, and finds its stop strings.
 #[derive(Clone, Debug)]
 pub struct TextStream {
-    tokenizer: Arc<Gpt2Tokenizer>,
+    tokenizer: Arc<Tokenizer>,
     stop: Vec<String>,
     /// Bytes of an unfinished character.
     bytes: Vec<u8>,
@@ -28,7 +28,7 @@ pub struct Piece {
 }
 
 impl TextStream {
-    pub fn new(tokenizer: Arc<Gpt2Tokenizer>, stop: Vec<String>) -> Self {
+    pub fn new(tokenizer: Arc<Tokenizer>, stop: Vec<String>) -> Self {
         TextStream {
             tokenizer,
             stop,
@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn stop_strings_are_held_back_then_cut() {
-        let tok = Arc::new(Gpt2Tokenizer::gpt2());
+        let tok = Arc::new(Tokenizer::gpt2());
         let ids = tok.encode("Hello world. The end\n\nQ: next").unwrap();
         let mut s = TextStream::new(tok.clone(), vec!["\n\nQ:".into()]);
         let mut shown = String::new();
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn characters_are_never_split() {
-        let tok = Arc::new(Gpt2Tokenizer::gpt2());
+        let tok = Arc::new(Tokenizer::gpt2());
         let mut s = TextStream::new(tok.clone(), vec![]);
         let mut shown = String::new();
         for id in tok.encode("naïve 😀 ok").unwrap() {

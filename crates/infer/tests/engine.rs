@@ -3,40 +3,28 @@
 //! one batch, joining a running batch, on Flex's kernels, on NdArray's plain Burn ops and,
 //! with `--features wgpu`, on wgpu (CI runs it on lavapipe).
 
-use std::io::Read;
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use burn::backend::{Flex, NdArray};
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_infer::{
     Engine, Finish, InferError, InferModel, KvDtype, Quant, Request, SamplingParams, SlotCache,
 };
 use llm_model::{pretrained, KernelBackend, Segment};
 use serde_json::Value;
 
+use common::{greedy, ids};
+
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/tiny-gpt2")
+    common::fixture_dir("tiny-gpt2")
 }
 
 fn reference() -> &'static Value {
     static REF: OnceLock<Value> = OnceLock::new();
-    REF.get_or_init(|| {
-        let file = std::fs::File::open(fixture_dir().join("reference.json.gz")).unwrap();
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
-    })
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    REF.get_or_init(|| common::reference("tiny-gpt2"))
 }
 
 fn model<B: KernelBackend>(quant: Quant) -> InferModel<B> {
@@ -47,22 +35,10 @@ fn model<B: KernelBackend>(quant: Quant) -> InferModel<B> {
 fn engine<B: KernelBackend>(slots: usize) -> Engine<B> {
     Engine::new(
         model::<B>(Quant::F32),
-        Some(Arc::new(Gpt2Tokenizer::gpt2())),
+        Some(Arc::new(Tokenizer::gpt2())),
         slots,
         &Default::default(),
     )
-}
-
-fn greedy(prompt: Vec<u32>, n: usize) -> Request {
-    Request {
-        prompt,
-        params: SamplingParams {
-            max_new_tokens: n,
-            ..Default::default()
-        },
-        truncate_left: false,
-        prompt_logprobs: false,
-    }
 }
 
 fn cases() -> Vec<(Vec<u32>, Vec<u32>)> {
@@ -116,7 +92,7 @@ fn greedy_matches_transformers_alone_and_in_a_batch_on_wgpu() {
 /// An f16 cache halves the cache's memory and keeps greedy output (attention runs in f32).
 #[test]
 fn an_f16_cache_keeps_greedy_output() {
-    let tok = Some(Arc::new(Gpt2Tokenizer::gpt2()));
+    let tok = Some(Arc::new(Tokenizer::gpt2()));
     let device = Default::default();
     let mut e =
         Engine::<Flex>::with_kv(model(Quant::F32), tok.clone(), 3, KvDtype::F16, &device).unwrap();
@@ -311,7 +287,7 @@ fn generation_slides_past_the_context() {
 
 #[test]
 fn stops_on_tokens_and_strings_and_streams_whole_text() {
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let (prompt, want) = cases()[0].clone();
     let mut e = engine::<Flex>(1);
     let mut r = greedy(prompt.clone(), 20);
@@ -386,7 +362,7 @@ fn a_saved_int8_model_loads_back_the_same() {
 #[test]
 fn perplexity_through_the_engine_layout_equals_the_models() {
     let text = include_str!("../../../assets/data/the-verdict.txt");
-    let tok = Gpt2Tokenizer::gpt2();
+    let tok = Tokenizer::gpt2();
     let text: String = text.chars().take(4000).collect();
     let ids = tok.encode(&text).unwrap();
     let device = Default::default();

@@ -4,6 +4,8 @@
 //! Every endpoint, every error status, streaming chunk order, the bounded queue (429),
 //! a disconnect freeing its slot, and SIGTERM draining a stream in flight.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/tiny-gpt2")
+    common::fixture_dir("tiny-gpt2")
 }
 
 const MODEL: &str = "tiny-gpt2";
@@ -26,9 +28,13 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        Server::start_model(&fixture_dir(), extra)
+    }
+
+    fn start_model(dir: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_llm-serve"))
             .arg("--model")
-            .arg(fixture_dir())
+            .arg(dir)
             .args(["--port", "0"])
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -174,12 +180,7 @@ impl Response {
 }
 
 fn reference() -> Value {
-    let file = std::fs::File::open(fixture_dir().join("reference.json.gz")).unwrap();
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_string(&mut text)
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
+    common::reference("tiny-gpt2")
 }
 
 #[test]
@@ -271,6 +272,35 @@ fn completions_take_every_prompt_form_and_greedy_matches_transformers() {
         server.post("/v1/completions", json!({"model": MODEL, "prompt": "Once", "max_tokens": 8, "seed": 3, "top_p": 0.9, "presence_penalty": 0.5, "frequency_penalty": 0.5})).json()["choices"][0]["text"].clone()
     };
     assert_eq!(sampled(), sampled());
+}
+
+/// A Llama (RoPE, RMSNorm, SwiGLU, grouped-query attention) with its SentencePiece-style
+/// tokenizer is served like GPT-2: greedy completions are transformers' tokens, text and
+/// chat work, in f32 and int8.
+#[test]
+fn a_llama_is_served_and_greedy_matches_transformers() {
+    let dir = common::fixture_dir("tiny-llama");
+    let r = common::reference("tiny-llama");
+    let g = &r["greedy"];
+    let want = g["new_tokens_cached"].clone();
+    for quant in ["f32", "q8"] {
+        let server = Server::start_model(&dir, &["--quant", quant]);
+        let body = json!({"model": "tiny-llama", "prompt": g["prompt_ids"], "max_tokens": 12, "temperature": 0});
+        let got = server.post("/v1/completions", body).json();
+        let detok = server.post("/detokenize", json!({"tokens": want})).json();
+        if quant == "f32" {
+            assert_eq!(got["choices"][0]["text"], detok["prompt"], "{got}");
+        }
+        assert_eq!(got["usage"]["completion_tokens"], 12);
+        let chat = json!({"model": "tiny-llama", "messages": [{"role": "user", "content": "Hello world"}], "max_tokens": 4, "stream": true});
+        let events = server.post("/v1/chat/completions", chat).events();
+        assert_eq!(events.last().unwrap(), "[DONE]", "{quant}");
+        let ids = server
+            .post("/tokenize", json!({"prompt": "Hello world"}))
+            .json();
+        // transformers' ids with add_special_tokens: <s> first.
+        assert_eq!(ids["tokens"], r["tokenizer_checks"][0]["ids"], "{quant}");
+    }
 }
 
 #[test]

@@ -19,7 +19,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{ModelError, Result};
 use crate::model::Gpt;
 use crate::proj::LoraConfig;
-use crate::weights::F32View;
+use crate::weights::f32_safetensors;
 
 /// The base model a LoRA checkpoint's adapters were trained on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,15 +152,11 @@ impl<B: Backend> Gpt<B> {
                 "the model carries no LoRA adapters".into(),
             ));
         }
-        let views: Vec<(String, F32View)> = adapters
-            .iter()
-            .map(|(k, (d, _))| (k.clone(), F32View(d)))
-            .collect();
         let ids: HashMap<String, String> = adapters
             .iter()
             .map(|(k, (_, id))| (k.clone(), id.val().to_string()))
             .collect();
-        safetensors::serialize(views, Some(ids))
+        f32_safetensors(adapters.iter().map(|(k, (d, _))| (k, d)), Some(ids))
             .map_err(|e| ModelError::Input(format!("cannot serialise the adapters: {e}")))
     }
 
@@ -250,7 +246,7 @@ mod tests {
         let lora = LoraConfig::new(2, Some(4.0));
         let mut adapted = base.clone().with_lora(&lora, &device).unwrap();
         for block in &mut adapted.h {
-            let l = block.mlp.c_fc.lora.as_mut().unwrap();
+            let l = block.mlp.as_mut().unwrap().c_fc.lora.as_mut().unwrap();
             l.b = Param::from_tensor(Tensor::random(
                 l.b.dims(),
                 Distribution::Normal(0.0, 0.1),

@@ -3,7 +3,8 @@
 
 use burn::tensor::{backend::Backend, Tensor};
 
-/// Keys and values of one attention layer, `[batch, n_head, len, head_dim]` each.
+/// Keys and values of one attention layer, `[batch, n_kv_head, len, head_dim]` each (with
+/// RoPE, the keys already turned).
 #[derive(Clone, Debug, Default)]
 pub struct LayerCache<B: Backend> {
     kv: Option<(Tensor<B, 4>, Tensor<B, 4>)>,

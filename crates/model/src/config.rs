@@ -1,10 +1,13 @@
-//! [`Gpt2Config`]: the shape of a GPT-2, with Hugging Face `config.json` field names.
+//! [`Gpt2Config`]: the shape of a GPT-2, with Hugging Face `config.json` field names, and the
+//! architecture variants ([`Position`], [`NormKind`], [`MlpKind`], grouped-query and windowed
+//! attention, biases, tied embeddings) that turn it into a Llama or a Mixtral.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::llama_config::{from_llama_value, is_llama_family, to_llama_json, LLAMA_FAMILY};
 
 fn default_true() -> bool {
     true
@@ -17,6 +20,57 @@ fn default_dropout() -> f64 {
 }
 fn default_activation() -> String {
     "gelu_new".into()
+}
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_n_expert() -> usize {
+    8
+}
+fn default_n_expert_active() -> usize {
+    2
+}
+fn default_aux_loss_coef() -> f64 {
+    0.01
+}
+
+/// How the model knows where a token is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    /// A learned embedding `wpe` added to the token embedding (GPT-2).
+    #[default]
+    Learned,
+    /// Rotary embeddings on each head's queries and keys (RoFormer, Llama), base `rope_theta`.
+    Rope,
+    /// No position signal but the causal mask (NoPE).
+    None,
+}
+
+/// The normalisation before attention, before the MLP and at the end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NormKind {
+    /// `(x − mean) / √(var + ε) · γ + β` (GPT-2).
+    #[default]
+    #[serde(rename = "layernorm")]
+    LayerNorm,
+    /// `x / √(mean(x²) + ε) · γ`: no centring, no bias (Llama).
+    #[serde(rename = "rmsnorm")]
+    RmsNorm,
+}
+
+/// The feed-forward part of each block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MlpKind {
+    /// `c_proj(GELU(c_fc(x)))` (GPT-2).
+    #[default]
+    Gelu,
+    /// `c_proj(SiLU(gate(x)) ⊙ up(x))`, gate and up side by side in `c_fc` (Llama).
+    Swiglu,
+    /// `n_expert` SwiGLU experts, `n_expert_active` of them chosen per token by a router
+    /// (Mixtral).
+    Moe,
 }
 
 /// The hyper-parameters of a GPT-2 model.
@@ -56,9 +110,42 @@ pub struct Gpt2Config {
     /// Whether the LM head reuses `wte` (GPT-2 does).
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
-    /// Whether `c_attn` has a bias (GPT-2 does).
+    /// Whether `c_attn` has a bias (GPT-2 does); no effect when `bias` is false.
     #[serde(default = "default_true")]
     pub qkv_bias: bool,
+    /// Whether the linear layers carry biases (GPT-2's do; Llama's do not).
+    #[serde(default = "default_true")]
+    pub bias: bool,
+    /// `learned` (GPT-2), `rope` or `none`.
+    #[serde(default)]
+    pub position: Position,
+    /// The rotary base θ: pair `i` of a head turns by `pos · θ^(−2i/head_dim)`.
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// `layernorm` (GPT-2) or `rmsnorm`; `layer_norm_epsilon` is the ε of either.
+    #[serde(default)]
+    pub norm: NormKind,
+    /// `gelu` (GPT-2), `swiglu` or `moe`.
+    #[serde(default)]
+    pub mlp: MlpKind,
+    /// Key/value heads: `n_head` (the default) is multi-head attention, fewer is
+    /// grouped-query attention (each key/value head serves `n_head / n_kv_head` query heads),
+    /// `1` is multi-query attention.
+    #[serde(default)]
+    pub n_kv_head: Option<usize>,
+    /// Each token sees itself and the `attention_window − 1` before it (sliding-window
+    /// attention, as Mistral's `sliding_window`); the default sees the whole context.
+    #[serde(default)]
+    pub attention_window: Option<usize>,
+    /// MoE: the number of experts per block.
+    #[serde(default = "default_n_expert")]
+    pub n_expert: usize,
+    /// MoE: how many experts each token is routed to (top-k).
+    #[serde(default = "default_n_expert_active")]
+    pub n_expert_active: usize,
+    /// MoE: the weight of the load-balancing loss added to the training loss.
+    #[serde(default = "default_aux_loss_coef")]
+    pub router_aux_loss_coef: f64,
 }
 
 /// Named presets, for `--model-config <name>` and [`Gpt2Config::preset`].
@@ -88,6 +175,16 @@ impl Gpt2Config {
             attn_pdrop: 0.1,
             tie_word_embeddings: true,
             qkv_bias: true,
+            bias: true,
+            position: Position::Learned,
+            rope_theta: default_rope_theta(),
+            norm: NormKind::LayerNorm,
+            mlp: MlpKind::Gelu,
+            n_kv_head: None,
+            attention_window: None,
+            n_expert: default_n_expert(),
+            n_expert_active: default_n_expert_active(),
+            router_aux_loss_coef: default_aux_loss_coef(),
         }
     }
 
@@ -172,6 +269,32 @@ impl Gpt2Config {
         self.n_embd / self.n_head
     }
 
+    /// Number of key/value heads (`n_head` unless grouped-query attention is on).
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_head.unwrap_or(self.n_head)
+    }
+
+    /// Width of `c_attn`'s output: the queries, then the keys and values of `kv_heads()`.
+    pub fn qkv_dim(&self) -> usize {
+        (self.n_head + 2 * self.kv_heads()) * self.head_dim()
+    }
+
+    /// Whether `c_attn` carries a bias.
+    pub fn attn_bias(&self) -> bool {
+        self.bias && self.qkv_bias
+    }
+
+    /// Whether this is exactly GPT-2's architecture (whatever its size): learned positions,
+    /// LayerNorm, a GELU MLP, full multi-head attention and biases.
+    pub fn is_gpt2_architecture(&self) -> bool {
+        self.position == Position::Learned
+            && self.norm == NormKind::LayerNorm
+            && self.mlp == MlpKind::Gelu
+            && self.kv_heads() == self.n_head
+            && self.attention_window.is_none()
+            && self.bias
+    }
+
     /// Checks that the numbers make a GPT-2 that can be built.
     pub fn validate(&self) -> Result<()> {
         let err = |m: String| Err(ModelError::Config(m));
@@ -193,7 +316,8 @@ impl Gpt2Config {
                 self.n_embd, self.n_head
             ));
         }
-        if self.activation_function != "gelu_new" {
+        self.validate_variants()?;
+        if self.mlp == MlpKind::Gelu && self.activation_function != "gelu_new" {
             return err(format!(
                 "activation_function {:?} is not supported (GPT-2 uses \"gelu_new\", GELU with the tanh approximation)",
                 self.activation_function
@@ -216,6 +340,58 @@ impl Gpt2Config {
         }
         if self.vocab_size > i32::MAX as usize {
             return err(format!("vocab_size {} is too large", self.vocab_size));
+        }
+        Ok(())
+    }
+
+    /// Checks the variant keys; each error names its key.
+    fn validate_variants(&self) -> Result<()> {
+        let err = |m: String| Err(ModelError::Config(m));
+        let kv = self.kv_heads();
+        if kv == 0 || !self.n_head.is_multiple_of(kv) {
+            return err(format!(
+                "n_kv_head ({kv}) must divide n_head ({}) (grouped-query attention shares each key/value head among n_head / n_kv_head query heads)",
+                self.n_head
+            ));
+        }
+        if self.position == Position::Rope {
+            if !self.head_dim().is_multiple_of(2) {
+                return err(format!(
+                    "position = \"rope\" needs an even head size, but n_embd / n_head = {} / {} = {}",
+                    self.n_embd,
+                    self.n_head,
+                    self.head_dim()
+                ));
+            }
+            if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+                return err(format!(
+                    "rope_theta must be positive, got {}",
+                    self.rope_theta
+                ));
+            }
+        }
+        if self.attention_window == Some(0) {
+            return err("attention_window must be at least 1 (or null for full attention)".into());
+        }
+        if self.mlp == MlpKind::Moe {
+            if self.n_expert == 0 || self.n_expert_active == 0 {
+                return err(format!(
+                    "n_expert ({}) and n_expert_active ({}) must be at least 1",
+                    self.n_expert, self.n_expert_active
+                ));
+            }
+            if self.n_expert_active > self.n_expert {
+                return err(format!(
+                    "n_expert_active ({}) must be at most n_expert ({})",
+                    self.n_expert_active, self.n_expert
+                ));
+            }
+            if !(self.router_aux_loss_coef.is_finite() && self.router_aux_loss_coef >= 0.0) {
+                return err(format!(
+                    "router_aux_loss_coef must be a non-negative number, got {}",
+                    self.router_aux_loss_coef
+                ));
+            }
         }
         Ok(())
     }
@@ -247,15 +423,28 @@ impl Gpt2Config {
             self.n_embd,
             self.inner_dim(),
         );
-        let qkv_bias = if self.qkv_bias { 3 * e } else { 0 };
-        let block = 2 * e            // ln_1
-            + e * 3 * e + qkv_bias   // attn.c_attn
-            + e * e + e              // attn.c_proj
-            + 2 * e                  // ln_2
-            + e * i + i              // mlp.c_fc
-            + i * e + e; // mlp.c_proj
+        let b = |n: usize| if self.bias { n } else { 0 };
+        let norm = match self.norm {
+            NormKind::LayerNorm => 2 * e,
+            NormKind::RmsNorm => e,
+        };
+        let qkv = self.qkv_dim();
+        let attn = e * qkv + if self.attn_bias() { qkv } else { 0 } // attn.c_attn
+            + e * e + b(e); // attn.c_proj
+        let swiglu = e * 2 * i + b(2 * i) + i * e + b(e);
+        let mlp = match self.mlp {
+            MlpKind::Gelu => e * i + b(i) + i * e + b(e),
+            MlpKind::Swiglu => swiglu,
+            MlpKind::Moe => e * self.n_expert + self.n_expert * swiglu,
+        };
+        let block = 2 * norm + attn + mlp;
+        let wpe = if self.position == Position::Learned {
+            p * e
+        } else {
+            0
+        };
         let head = if self.tie_word_embeddings { 0 } else { v * e };
-        v * e + p * e + self.n_layer * block + 2 * e + head
+        v * e + wpe + self.n_layer * block + norm + head
     }
 
     /// Reads a config: a Hugging Face `config.json` (checked to be GPT-2) or one of ours.
@@ -268,14 +457,19 @@ impl Gpt2Config {
         })
     }
 
-    /// Parses a config from JSON text, refusing models that are not GPT-2.
+    /// Parses a config from JSON text: ours, a Hugging Face GPT-2, or a Llama-family model
+    /// (see [`crate::llama_config`]); other models are refused.
     pub fn from_json_str(text: &str) -> Result<Self> {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ModelError::Config(format!("not valid JSON: {e}")))?;
         if let Some(model_type) = value.get("model_type").and_then(|v| v.as_str()) {
+            if LLAMA_FAMILY.contains(&model_type) {
+                return from_llama_value(&value);
+            }
             if model_type != "gpt2" {
                 return Err(ModelError::Config(format!(
-                    "model_type {model_type:?} is not supported: only \"gpt2\" models can be loaded"
+                    "model_type {model_type:?} is not supported: GPT-2 (\"gpt2\") and the Llama family ({}) can be loaded",
+                    LLAMA_FAMILY.join(", ")
                 )));
             }
         }
@@ -303,14 +497,18 @@ impl Gpt2Config {
                 "scale_attn_weights = false is not supported".into(),
             ));
         }
-        let config: Gpt2Config =
-            serde_json::from_value(value).map_err(|e| ModelError::Config(e.to_string()))?;
+        let config: Gpt2Config = serde_path_to_error::deserialize(value)
+            .map_err(|e| ModelError::Config(format!("{}: {}", e.path(), e.inner())))?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Writes a Hugging Face style `config.json` (loadable by `transformers`).
+    /// Writes a Hugging Face style `config.json` (loadable by `transformers`): GPT-2's, or a
+    /// Llama family's for those variants ([`is_llama_family`]).
     pub fn to_hf_json(&self) -> serde_json::Value {
+        if is_llama_family(self) {
+            return to_llama_json(self);
+        }
         let mut v = serde_json::to_value(self).expect("config serialises");
         let o = v.as_object_mut().expect("an object");
         o.insert("model_type".into(), "gpt2".into());
@@ -364,11 +562,11 @@ mod tests {
             "activation_function": "gelu_new", "layer_norm_epsilon": 1e-05, "resid_pdrop": 0.1,
             "embd_pdrop": 0.1, "attn_pdrop": 0.1, "n_ctx": 1024, "summary_type": "cls_index"}"#;
         assert_eq!(Gpt2Config::from_json_str(hf).unwrap(), Gpt2Config::gpt2());
-        let llama = r#"{"model_type": "llama", "vocab_size": 32000}"#;
-        assert!(Gpt2Config::from_json_str(llama)
+        let bert = r#"{"model_type": "bert", "vocab_size": 32000}"#;
+        assert!(Gpt2Config::from_json_str(bert)
             .unwrap_err()
             .to_string()
-            .contains("llama"));
+            .contains("bert"));
         let arch = hf.replace("GPT2LMHeadModel", "GPT2ForSequenceClassification");
         assert!(Gpt2Config::from_json_str(&arch).is_err());
         let round =

@@ -4,7 +4,10 @@
 //! Hugging Face transformers on a reference fixture (`tests/parity.rs`).
 //!
 //! - [`Gpt2Config`]: the shape, with HF `config.json` names and the presets `gpt2` (124M),
-//!   `gpt2-medium`, `gpt2-large`, `gpt2-xl`, plus `tiny`, `mini`, `small` for CPUs.
+//!   `gpt2-medium`, `gpt2-large`, `gpt2-xl`, plus `tiny`, `mini`, `small` for CPUs; and the
+//!   architecture variants: [`Position`] (learned, RoPE, none), [`NormKind`] (LayerNorm,
+//!   RMSNorm), [`MlpKind`] (GELU, SwiGLU, a mixture of experts), grouped-query and
+//!   sliding-window attention, biases and tied embeddings. GPT-2 is the default.
 //! - [`Gpt`]: the model, its modules named after GPT-2's weights (`wte`, `wpe`,
 //!   `h[i].{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}`, `ln_f`); built by
 //!   [`Gpt2Config::init`] with GPT-2's initialisation.
@@ -18,7 +21,8 @@
 //!   able to carry a LoRA adapter; [`Gpt::with_lora`] adapts the [`LORA_TARGETS`],
 //!   [`Gpt::merge_lora`] folds them back; [`adapters`] saves adapters alone, on a
 //!   fingerprinted base.
-//! - [`perplexity`]: sliding-window loss and perplexity over a long text.
+//! - [`perplexity`]: sliding-window loss and perplexity over a long text; [`mc`]:
+//!   HellaSwag-style multiple choice (`acc`, `acc_norm`), batched.
 //! - [`generate()`]: a simple generation loop with the KV cache; [`TokenSampler`] and
 //!   [`SamplingParams`] choose tokens (greedy, temperature, top-k, top-p, min-p, penalties,
 //!   seeded), here and in `llm-infer`'s engine.
@@ -59,10 +63,16 @@ mod eval;
 mod generate;
 pub mod hub;
 pub mod kernels;
+pub mod llama_config;
 mod loss;
+pub mod mc;
+mod mlp;
 mod model;
+mod moe;
+mod norm;
 pub mod pretrained;
 mod proj;
+mod rope;
 pub mod sampling;
 pub mod weights;
 
@@ -71,16 +81,21 @@ pub use cache::{KvCache, LayerCache};
 pub use checkpoint::{Checkpoint, CheckpointInfo};
 pub use checkpoint_dir::{CheckpointDir, SetAside};
 pub use classifier::{Classifier, ClassifierInfo};
-pub use config::{Gpt2Config, PRESETS};
+pub use config::{Gpt2Config, MlpKind, NormKind, Position, PRESETS};
 pub use error::{ModelError, Result};
 pub use eval::{perplexity, windows, Perplexity, Window};
 pub use generate::{generate, generate_uncached, GenerateConfig};
 pub use kernels::{KernelAutodiff, KernelBackend, Q8Matrix, Segment};
 pub use loss::{
-    cross_entropy, head_nll, lm_cross_entropy, next_token_nll, token_nll, IGNORE_INDEX,
+    cross_entropy, head_nll, lm_cross_entropy, lm_losses, lm_training_loss, next_token_nll,
+    token_nll, IGNORE_INDEX,
 };
-pub use model::{gelu_tanh, Block, ForwardOptions, ForwardOutput, Gpt, Mlp};
+pub use mlp::{gelu_tanh, Mlp};
+pub use model::{Block, ForwardOptions, ForwardOutput, Gpt};
+pub use moe::{load_balancing_loss, Moe};
+pub use norm::Norm;
 pub use proj::{Lora, LoraConfig, Proj, LORA_TARGETS};
+pub use rope::Rope;
 pub use sampling::{argmax, Choice, SamplingParams, TokenSampler};
 
 /// Writes a file atomically (temporary file + rename), with the error naming the file.

@@ -40,6 +40,35 @@ pub fn lm_cross_entropy<B: KernelBackend>(
     mean_over_counted(next_token_nll(model, ids, targets.clone()), targets)
 }
 
+/// The loss a language model trains on: [`lm_cross_entropy`], plus
+/// `router_aux_loss_coef` × the load-balancing loss for a mixture of experts (as
+/// transformers' Mixtral adds it). `[1]`.
+pub fn lm_training_loss<B: KernelBackend>(
+    model: &Gpt<B>,
+    ids: Tensor<B, 2, Int>,
+    targets: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
+    let coef = model.config.router_aux_loss_coef;
+    match lm_losses(model, ids, targets) {
+        (ce, Some(aux)) => ce + aux * coef,
+        (ce, None) => ce,
+    }
+}
+
+/// [`lm_cross_entropy`] and, for a mixture of experts, the load-balancing loss
+/// ([`Gpt::router_aux_loss`]) of the same forward pass. `[1]` each.
+pub fn lm_losses<B: KernelBackend>(
+    model: &Gpt<B>,
+    ids: Tensor<B, 2, Int>,
+    targets: Tensor<B, 2, Int>,
+) -> (Tensor<B, 1>, Option<Tensor<B, 1>>) {
+    let [b, t] = targets.dims();
+    let targets = targets.reshape([b * t]); // [n]
+    let (hidden, routers) = model.forward_hidden_routed(ids); // [b, t, n_embd]
+    let ce = mean_over_counted(head_nll(model, hidden, targets.clone()), targets);
+    (ce, model.router_aux_loss(&routers))
+}
+
 /// `−log p(target)` at each position of `model` on `ids [b, t]`, against the flattened
 /// `targets [b·t]`; `0` where a target is negative. `[b·t]`.
 pub fn next_token_nll<B: KernelBackend>(

@@ -1,90 +1,120 @@
-//! GPT-2, module by module, named as in OpenAI's checkpoint.
+//! GPT-2, module by module, named as in OpenAI's checkpoint, and the variants that make the
+//! same skeleton a Llama or a Mixtral (see [`Gpt2Config`]).
 //!
 //! ```text
 //! ids ─▶ wte ─┐
 //!             ├─▶ + ─▶ drop ─▶ h[0] ─▶ … ─▶ h[n_layer-1] ─▶ ln_f ─▶ · wteᵀ ─▶ logits
-//! pos ─▶ wpe ─┘
+//! pos ─▶ wpe ─┘                                                    (or lm_head)
 //!
-//! h[i]:  x ─▶ x + attn(ln_1(x)) ─▶ x + mlp(ln_2(x))        (pre-LayerNorm, residual)
-//! mlp:   c_fc ─▶ GELU (tanh) ─▶ c_proj ─▶ dropout
+//! h[i]:  x ─▶ x + attn(ln_1(x)) ─▶ x + mlp(ln_2(x))        (pre-norm, residual)
 //! ```
+//!
+//! | part | GPT-2 | variants |
+//! |---|---|---|
+//! | positions | `wpe` | RoPE inside `attn` ([`Rope`]), or none |
+//! | `ln_*` | LayerNorm | RMSNorm ([`Norm`]) |
+//! | `attn` | multi-head, causal | grouped-query, sliding window ([`Attention`]) |
+//! | `mlp` | GELU ([`Mlp`]) | SwiGLU, or a mixture of SwiGLU experts in `moe` ([`Moe`]) |
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig};
+use burn::nn::{Dropout, DropoutConfig, Embedding};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
 
 use crate::attention::Attention;
-use crate::cache::KvCache;
-use crate::config::Gpt2Config;
+use crate::cache::{KvCache, LayerCache};
+use crate::config::{Gpt2Config, MlpKind, Position};
 use crate::error::{ModelError, Result};
+use crate::mlp::Mlp;
+use crate::moe::{load_balancing_loss, Moe};
+use crate::norm::Norm;
 use crate::proj::{LoraConfig, Proj};
+use crate::rope::Rope;
 
-/// GPT-2's MLP: `c_fc` (widen ×4) → GELU (tanh approximation) → `c_proj` → dropout.
-#[derive(Module, Debug)]
-pub struct Mlp<B: Backend> {
-    /// `[n_embd, n_inner]`.
-    pub c_fc: Proj<B>,
-    /// `[n_inner, n_embd]`.
-    pub c_proj: Proj<B>,
-    pub dropout: Dropout,
-}
-
-impl<B: Backend> Mlp<B> {
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.c_fc.forward(x); // [b, t, n_inner]
-        let x = gelu_tanh(x);
-        self.dropout.forward(self.c_proj.forward(x)) // [b, t, n_embd]
-    }
-}
-
-/// GELU with the tanh approximation (GPT-2's `gelu_new`),
-/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, computed as the identical
-/// `x · sigmoid(2·√(2/π)·(x + 0.044715·x³)) = x / (1 + exp(−z))`: on the CPU `exp` is several
-/// times faster than `tanh` and `powf`, which made GELU a quarter of GPT-2's forward time.
-pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
-    let z = (x.clone() * x.clone() * 0.044715 + 1.0) * x.clone() * -TWO_SQRT_2_OVER_PI; // −z
-    x / (z.exp() + 1.0)
-}
-
-/// One transformer block, `h[i]`: pre-LayerNorm attention and MLP, each added to the
-/// residual stream.
+/// One transformer block, `h[i]`: pre-norm attention and feed-forward, each added to the
+/// residual stream. The feed-forward is `mlp`, or `moe` for a mixture of experts.
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
-    pub ln_1: LayerNorm<B>,
+    pub ln_1: Norm<B>,
     pub attn: Attention<B>,
-    pub ln_2: LayerNorm<B>,
-    pub mlp: Mlp<B>,
+    pub ln_2: Norm<B>,
+    pub mlp: Option<Mlp<B>>,
+    pub moe: Option<Moe<B>>,
 }
+
+/// What a block returns: the residual stream `[b, t, n_embd]`, the attention probabilities
+/// if asked for, and the router logits of a mixture of experts.
+pub(crate) type BlockOutput<B> = (Tensor<B, 3>, Option<Tensor<B, 4>>, Option<Tensor<B, 2>>);
 
 impl<B: Backend> Block<B> {
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        cache: Option<&mut crate::cache::LayerCache<B>>,
+        rope: Option<&Rope<B>>,
+        cache: Option<&mut LayerCache<B>>,
         want_probs: bool,
-    ) -> (Tensor<B, 3>, Option<Tensor<B, 4>>) {
+    ) -> BlockOutput<B> {
         let (a, probs) = self
             .attn
-            .forward(self.ln_1.forward(x.clone()), cache, want_probs);
+            .forward(self.ln_1.forward(x.clone()), rope, cache, want_probs);
         let x = x + a; // [b, t, n_embd]
-        let x = x.clone() + self.mlp.forward(self.ln_2.forward(x)); // [b, t, n_embd]
-        (x, probs)
+        let (m, router_logits) = self.feed_forward(self.ln_2.forward(x.clone()));
+        (x + m, probs, router_logits) // [b, t, n_embd]
+    }
+
+    fn feed_forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<Tensor<B, 2>>) {
+        match (&self.mlp, &self.moe) {
+            (Some(mlp), _) => (mlp.forward(x), None),
+            (None, Some(moe)) => {
+                let (y, logits) = moe.forward(x);
+                (y, Some(logits))
+            }
+            (None, None) => unreachable!("a block has an mlp or a moe"),
+        }
+    }
+
+    /// Every projection with its LoRA target name (`c_attn`, `c_proj`, `c_fc`), the
+    /// experts' included.
+    fn projs(&self) -> Vec<(&'static str, &Proj<B>)> {
+        let mut out = vec![("c_attn", &self.attn.c_attn), ("c_proj", &self.attn.c_proj)];
+        for mlp in self
+            .mlp
+            .iter()
+            .chain(self.moe.iter().flat_map(|m| &m.experts))
+        {
+            out.extend([("c_fc", &mlp.c_fc), ("c_proj", &mlp.c_proj)]);
+        }
+        out
+    }
+
+    /// Replaces every projection `p` named `name` by `f(name, p)`.
+    fn map_projs(mut self, f: &impl Fn(&str, Proj<B>) -> Proj<B>) -> Self {
+        let attn = &mut self.attn;
+        attn.c_attn = f("c_attn", attn.c_attn.clone());
+        attn.c_proj = f("c_proj", attn.c_proj.clone());
+        let mlps = self
+            .mlp
+            .iter_mut()
+            .chain(self.moe.iter_mut().flat_map(|m| m.experts.iter_mut()));
+        for mlp in mlps {
+            mlp.c_fc = f("c_fc", mlp.c_fc.clone());
+            mlp.c_proj = f("c_proj", mlp.c_proj.clone());
+        }
+        self
     }
 }
 
-/// GPT-2: token and position embeddings, `n_layer` blocks, a final LayerNorm, and an LM
-/// head tied to the token embedding.
+/// GPT-2: token and position embeddings, `n_layer` blocks, a final norm, and an LM head
+/// tied to the token embedding; or a variant of it ([`Gpt2Config`]).
 #[derive(Module, Debug)]
 pub struct Gpt<B: Backend> {
     /// Token embedding `[vocab_size, n_embd]`; also the LM head when tied.
     pub wte: Embedding<B>,
-    /// Position embedding `[n_positions, n_embd]`.
-    pub wpe: Embedding<B>,
+    /// Position embedding `[n_positions, n_embd]`; `None` with RoPE or no positions.
+    pub wpe: Option<Embedding<B>>,
     pub drop: Dropout,
     pub h: Vec<Block<B>>,
-    pub ln_f: LayerNorm<B>,
+    pub ln_f: Norm<B>,
     /// An untied LM head `[n_embd, vocab_size]`, no bias; `None` when tied to `wte`.
     pub lm_head: Option<Proj<B>>,
     /// The shape this model was built with (not a parameter: it is not in the weights).
@@ -98,6 +128,16 @@ pub struct ForwardOutput<B: Backend> {
     pub logits: Tensor<B, 3>,
     /// Per layer, `[batch, n_head, seq, seq_total]`, when asked for.
     pub attentions: Vec<Tensor<B, 4>>,
+    /// Per mixture-of-experts layer, the router logits `[batch·seq, n_expert]`.
+    pub router_logits: Vec<Tensor<B, 2>>,
+}
+
+/// What the embeddings and blocks make: the residual stream before `ln_f`, and what the
+/// forward pass collects on the way.
+struct Body<B: Backend> {
+    x: Tensor<B, 3>,
+    attentions: Vec<Tensor<B, 4>>,
+    router_logits: Vec<Tensor<B, 2>>,
 }
 
 /// Options of [`Gpt::forward_with`].
@@ -150,7 +190,8 @@ impl Fill {
 
 impl Gpt2Config {
     /// A GPT-2 with GPT-2's initialisation: weights and embeddings N(0, 0.02), the two
-    /// residual projections of each block N(0, 0.02/√(2·n_layer)), biases 0, LayerNorms 1/0.
+    /// residual projections of each block N(0, 0.02/√(2·n_layer)), biases 0, norms 1/0.
+    /// Variants are initialised the same way (each expert as an MLP).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Gpt<B>> {
         self.build(Fill::Random, device)
     }
@@ -163,44 +204,79 @@ impl Gpt2Config {
 
     fn build<B: Backend>(&self, fill: Fill, device: &B::Device) -> Result<Gpt<B>> {
         self.validate()?;
-        let (e, i) = (self.n_embd, self.inner_dim());
-        let std = 0.02;
-        let proj_std = std / (2.0 * self.n_layer as f64).sqrt();
-        let ln = || {
-            LayerNormConfig::new(e)
-                .with_epsilon(self.layer_norm_epsilon)
-                .init(device)
-        };
-        let block = || Block {
-            ln_1: ln(),
-            attn: Attention {
-                c_attn: Proj::init_with(e, 3 * e, std, self.qkv_bias, fill, device),
-                c_proj: Proj::init_with(e, e, proj_std, true, fill, device),
-                attn_dropout: DropoutConfig::new(self.attn_pdrop).init(),
-                resid_dropout: DropoutConfig::new(self.resid_pdrop).init(),
-                n_head: self.n_head,
-            },
-            ln_2: ln(),
-            mlp: Mlp {
-                c_fc: Proj::init_with(e, i, std, true, fill, device),
-                c_proj: Proj::init_with(i, e, proj_std, true, fill, device),
-                dropout: DropoutConfig::new(self.resid_pdrop).init(),
-            },
-        };
+        let (e, std) = (self.n_embd, 0.02);
+        let positions = (self.position == Position::Learned).then(|| Embedding {
+            weight: fill.normal([self.n_positions, e], std, device),
+        });
         Ok(Gpt {
             wte: Embedding {
                 weight: fill.normal([self.vocab_size, e], std, device),
             },
-            wpe: Embedding {
-                weight: fill.normal([self.n_positions, e], std, device),
-            },
+            wpe: positions,
             drop: DropoutConfig::new(self.embd_pdrop).init(),
-            h: (0..self.n_layer).map(|_| block()).collect(),
-            ln_f: ln(),
+            h: (0..self.n_layer)
+                .map(|_| self.build_block(fill, device))
+                .collect(),
+            ln_f: self.norm(device),
             lm_head: (!self.tie_word_embeddings)
                 .then(|| Proj::init_with(e, self.vocab_size, std, false, fill, device)),
             config: self.clone(),
         })
+    }
+
+    fn norm<B: Backend>(&self, device: &B::Device) -> Norm<B> {
+        Norm::new(self.norm, self.n_embd, self.layer_norm_epsilon, device)
+    }
+
+    /// The std of the projections that write into the residual stream.
+    fn residual_std(&self) -> f64 {
+        0.02 / (2.0 * self.n_layer as f64).sqrt()
+    }
+
+    fn build_block<B: Backend>(&self, fill: Fill, device: &B::Device) -> Block<B> {
+        let e = self.n_embd;
+        let (mlp, moe) = match self.mlp {
+            MlpKind::Moe => (None, Some(self.build_moe(fill, device))),
+            _ => (Some(self.build_mlp(self.resid_pdrop, fill, device)), None),
+        };
+        Block {
+            ln_1: self.norm(device),
+            attn: Attention {
+                c_attn: Proj::init_with(e, self.qkv_dim(), 0.02, self.attn_bias(), fill, device),
+                c_proj: Proj::init_with(e, e, self.residual_std(), self.bias, fill, device),
+                attn_dropout: DropoutConfig::new(self.attn_pdrop).init(),
+                resid_dropout: DropoutConfig::new(self.resid_pdrop).init(),
+                n_head: self.n_head,
+                n_kv_head: self.kv_heads(),
+                window: self.attention_window,
+            },
+            ln_2: self.norm(device),
+            mlp,
+            moe,
+        }
+    }
+
+    fn build_mlp<B: Backend>(&self, dropout: f64, fill: Fill, device: &B::Device) -> Mlp<B> {
+        let (e, i) = (self.n_embd, self.inner_dim());
+        let gated = self.mlp != MlpKind::Gelu;
+        let fc_width = if gated { 2 * i } else { i };
+        Mlp {
+            c_fc: Proj::init_with(e, fc_width, 0.02, self.bias, fill, device),
+            c_proj: Proj::init_with(i, e, self.residual_std(), self.bias, fill, device),
+            dropout: DropoutConfig::new(dropout).init(),
+            gated,
+        }
+    }
+
+    fn build_moe<B: Backend>(&self, fill: Fill, device: &B::Device) -> Moe<B> {
+        Moe {
+            router: Proj::init_with(self.n_embd, self.n_expert, 0.02, false, fill, device),
+            experts: (0..self.n_expert)
+                .map(|_| self.build_mlp(0.0, fill, device))
+                .collect(),
+            dropout: DropoutConfig::new(self.resid_pdrop).init(),
+            n_active: self.n_expert_active,
+        }
     }
 }
 
@@ -217,7 +293,7 @@ impl<B: Backend> Gpt<B> {
 
     /// The context length, `n_positions`.
     pub fn n_positions(&self) -> usize {
-        self.wpe.weight.dims()[0]
+        self.config.n_positions
     }
 
     /// Number of blocks.
@@ -308,8 +384,33 @@ impl<B: Backend> Gpt<B> {
             "sequence of {t} tokens exceeds n_positions = {}",
             self.n_positions()
         );
-        let (x, _) = self.body(ids, None, false);
-        self.ln_f.forward(x) // [b, t, n_embd]
+        self.forward_hidden_routed(ids).0
+    }
+
+    /// [`Self::forward_hidden`] and every mixture-of-experts layer's router logits
+    /// `[batch·seq, n_expert]` (none for other models), for [`Self::router_aux_loss`].
+    ///
+    /// # Panics
+    /// As [`Self::forward`].
+    pub fn forward_hidden_routed(
+        &self,
+        ids: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 3>, Vec<Tensor<B, 2>>) {
+        let [_, t] = ids.dims();
+        assert!(
+            t <= self.n_positions(),
+            "sequence of {t} tokens exceeds n_positions = {}",
+            self.n_positions()
+        );
+        let body = self.body(ids, None, false);
+        (self.ln_f.forward(body.x), body.router_logits) // [b, t, n_embd]
+    }
+
+    /// The load-balancing loss of a mixture of experts over the router logits of one forward
+    /// pass (see [`load_balancing_loss`]), `[1]`; `None` when there are none.
+    pub fn router_aux_loss(&self, router_logits: &[Tensor<B, 2>]) -> Option<Tensor<B, 1>> {
+        (!router_logits.is_empty())
+            .then(|| load_balancing_loss(router_logits, self.config.n_expert_active))
     }
 
     fn run(
@@ -319,7 +420,8 @@ impl<B: Backend> Gpt<B> {
         options: ForwardOptions,
     ) -> ForwardOutput<B> {
         let [b, t] = ids.dims();
-        let (x, attentions) = self.body(ids, cache, options.attentions); // [b, t, n_embd]
+        let body = self.body(ids, cache, options.attentions);
+        let x = body.x; // [b, t, n_embd]
         let x = if options.last_only {
             x.narrow(1, t - 1, 1)
         } else {
@@ -328,7 +430,8 @@ impl<B: Backend> Gpt<B> {
         let x = self.ln_f.forward(x);
         ForwardOutput {
             logits: self.lm_head(x, b),
-            attentions,
+            attentions: body.attentions,
+            router_logits: body.router_logits,
         }
     }
 
@@ -338,27 +441,37 @@ impl<B: Backend> Gpt<B> {
         ids: Tensor<B, 2, Int>,
         mut cache: Option<&mut KvCache<B>>,
         want_probs: bool,
-    ) -> (Tensor<B, 3>, Vec<Tensor<B, 4>>) {
+    ) -> Body<B> {
         let [_, t] = ids.dims();
         let device = ids.device();
         let past = cache.as_ref().map_or(0, |c| c.len());
 
-        let pos =
-            Tensor::<B, 1, Int>::arange(past as i64..(past + t) as i64, &device).unsqueeze::<2>(); // [1, t]
-        let x = self.wte.forward(ids) + self.wpe.forward(pos); // [b, t, n_embd]
-        let mut x = self.drop.forward(x);
-
-        let mut attentions = Vec::new();
+        let mut x = self.wte.forward(ids); // [b, t, n_embd]
+        if let Some(wpe) = &self.wpe {
+            let pos = Tensor::<B, 1, Int>::arange(past as i64..(past + t) as i64, &device)
+                .unsqueeze::<2>(); // [1, t]
+            x = x + wpe.forward(pos);
+        }
+        let rope = (self.config.position == Position::Rope).then(|| {
+            let c = &self.config;
+            Rope::new(c.rope_theta, c.head_dim(), past..past + t, &device)
+        });
+        let mut body = Body {
+            x: self.drop.forward(x),
+            attentions: Vec::new(),
+            router_logits: Vec::new(),
+        };
         for (i, block) in self.h.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
-            let (y, probs) = block.forward(x, layer_cache, want_probs);
-            x = y;
-            attentions.extend(probs);
+            let (y, probs, router) = block.forward(body.x, rope.as_ref(), layer_cache, want_probs);
+            body.x = y;
+            body.attentions.extend(probs);
+            body.router_logits.extend(router);
         }
         if let Some(cache) = cache {
             cache.advance(t);
         }
-        (x, attentions)
+        body
     }
 
     /// `[b, t, n_embd]` → `[b, t, vocab_size]`: `x · wteᵀ`, or the untied head.
@@ -375,23 +488,16 @@ impl<B: Backend> Gpt<B> {
     }
 
     /// Adds a fresh LoRA adapter to every projection that `lora.targets` names, in every
-    /// block. The weights are unchanged, so the model computes exactly what it did.
+    /// block (every expert's too). The weights are unchanged, so the model computes exactly
+    /// what it did.
     pub fn with_lora(mut self, lora: &LoraConfig, device: &B::Device) -> Result<Self> {
         lora.validate()?;
         let (rank, scale) = (lora.rank, lora.scale());
-        let on = |name: &str| lora.targets.iter().any(|t| t == name);
-        for block in &mut self.h {
-            let adapt = |p: Proj<B>, name: &str| match on(name) {
-                true => p.with_lora(rank, scale, device),
-                false => p,
-            };
-            let attn = &mut block.attn;
-            attn.c_attn = adapt(attn.c_attn.clone(), "c_attn");
-            attn.c_proj = adapt(attn.c_proj.clone(), "c_proj");
-            let mlp = &mut block.mlp;
-            mlp.c_fc = adapt(mlp.c_fc.clone(), "c_fc");
-            mlp.c_proj = adapt(mlp.c_proj.clone(), "c_proj");
-        }
+        let adapt = |name: &str, p: Proj<B>| match lora.targets.iter().any(|t| t == name) {
+            true => p.with_lora(rank, scale, device),
+            false => p,
+        };
+        self.h = self.h.into_iter().map(|b| b.map_projs(&adapt)).collect();
         Ok(self)
     }
 
@@ -402,30 +508,27 @@ impl<B: Backend> Gpt<B> {
         for block in &mut self.h {
             block.attn.attn_dropout.prob = p;
             block.attn.resid_dropout.prob = p;
-            block.mlp.dropout.prob = p;
+            if let Some(mlp) = &mut block.mlp {
+                mlp.dropout.prob = p;
+            }
+            if let Some(moe) = &mut block.moe {
+                moe.dropout.prob = p;
+            }
         }
         self
     }
 
     /// Whether any projection carries a LoRA adapter.
     pub fn has_lora(&self) -> bool {
-        self.h.iter().any(|b| {
-            [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj]
-                .iter()
-                .any(|p| p.lora.is_some())
-        })
+        self.h
+            .iter()
+            .any(|b| b.projs().iter().any(|(_, p)| p.lora.is_some()))
     }
 
-    /// Folds every adapter into its weight: a plain GPT-2 that computes the same logits.
+    /// Folds every adapter into its weight: a plain model that computes the same logits.
     pub fn merge_lora(mut self) -> Self {
-        for block in &mut self.h {
-            let attn = &mut block.attn;
-            attn.c_attn = attn.c_attn.clone().merged();
-            attn.c_proj = attn.c_proj.clone().merged();
-            let mlp = &mut block.mlp;
-            mlp.c_fc = mlp.c_fc.clone().merged();
-            mlp.c_proj = mlp.c_proj.clone().merged();
-        }
+        let merge = |_: &str, p: Proj<B>| p.merged();
+        self.h = self.h.into_iter().map(|b| b.map_projs(&merge)).collect();
         self
     }
 

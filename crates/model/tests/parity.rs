@@ -24,6 +24,8 @@ struct Tol {
     loss_rel: f64,
     probs: f64,
     train_rel: f64,
+    /// The same weights read from another file layout, the same forward pass.
+    same_weights: f64,
 }
 
 const CPU: Tol = Tol {
@@ -31,6 +33,17 @@ const CPU: Tol = Tol {
     loss_rel: 1e-5,
     probs: 1e-5,
     train_rel: 1e-4,
+    same_weights: 1e-6,
+};
+
+/// On wgpu two runs of the same forward pass in one process need not round alike (fused
+/// kernels and autotuned matmuls may differ between them): measured 2.9e-6 on lavapipe for
+/// the same weights from another layout. A wrong weight moves logits by far more (the erf
+/// GELU alone by 7.9e-4).
+#[cfg(feature = "wgpu")]
+const GPU: Tol = Tol {
+    same_weights: 1e-5,
+    ..CPU
 };
 
 fn check_sequences<B: KernelBackend>(device: &B::Device, tol: &Tol) {
@@ -301,7 +314,7 @@ fn check_all_layouts_agree<B: Backend>(device: &B::Device, tol: &Tol) {
         let other: Gpt<B> =
             load_weights(&config, &WeightFile::open(dir.join(file)).unwrap(), device).unwrap();
         let d = max_abs_diff(&logits(&other), &base);
-        assert!(d <= tol.logits.min(1e-6), "{file}: logits differ by {d:e}");
+        assert!(d <= tol.same_weights, "{file}: logits differ by {d:e}");
     }
 }
 
@@ -345,8 +358,8 @@ parity_suite!(ndarray, burn::backend::NdArray, CPU);
 
 // wgpu on Mesa's lavapipe (software Vulkan) in CI: the same suite, proving the backend swap.
 // Measured there: logits 3.6e-6, losses 1.5e-7, attention 2.1e-7, AdamW step ≤ 3.1e-7
-// (relative), so the CPU bounds hold as they are. A hardware GPU with fast-math kernels may
-// need looser bounds; those would still have to stay below the smallest real mistake in the
+// (relative), so the CPU bounds hold as they are, but for two runs of the same pass
+// (`GPU`). A hardware GPU with fast-math kernels may need looser bounds; those would still have to stay below the smallest real mistake in the
 // fixture's table (the erf GELU moves logits by 7.9e-4).
 #[cfg(feature = "wgpu")]
-parity_suite!(wgpu, llm_model::backend::Wgpu, CPU);
+parity_suite!(wgpu, llm_model::backend::Wgpu, GPU);

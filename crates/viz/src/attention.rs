@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_model::Gpt;
 use serde::{Deserialize, Serialize};
 
@@ -226,7 +226,7 @@ impl AttentionFile {
 }
 
 /// Each token's text, as the tokenizer spells it.
-pub fn token_strings(tokenizer: &Gpt2Tokenizer, ids: &[u32]) -> Result<Vec<String>> {
+pub fn token_strings(tokenizer: &Tokenizer, ids: &[u32]) -> Result<Vec<String>> {
     (ids.iter())
         .map(|&id| {
             let bytes = tokenizer.token_bytes(id).map_err(|e| {

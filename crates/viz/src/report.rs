@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use llm_bpe::{Allowed, Gpt2Tokenizer};
+use llm_bpe::{Allowed, Tokenizer};
 use llm_model::Gpt;
 
 use crate::attention::{
@@ -58,7 +58,7 @@ pub struct AttentionReport {
 /// the model's context (`n_positions`) is an error, not silently cut.
 pub fn analyse<B: Backend>(
     model: &Gpt<B>,
-    tokenizer: &Gpt2Tokenizer,
+    tokenizer: &Tokenizer,
     name: &str,
     prompt: &Prompt,
     options: &AttentionOptions,
@@ -76,7 +76,7 @@ pub fn analyse<B: Backend>(
 }
 
 fn prompt_ids(
-    tokenizer: &Gpt2Tokenizer,
+    tokenizer: &Tokenizer,
     prompt: &Prompt,
     n_positions: usize,
 ) -> Result<(Option<String>, Vec<u32>)> {

@@ -144,8 +144,9 @@ const PANELS: [Panel; 6] = [
     },
 ];
 
-/// Run colours, one per run (Tableau 10).
-const PALETTE: [RGBColor; 10] = [
+/// Run colours, one per run: Tableau 10, then ten darker ones, so that a sweep of up to 20
+/// runs has no two alike.
+const PALETTE: [RGBColor; 20] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -156,6 +157,16 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(0, 0, 128),
+    RGBColor(128, 0, 0),
+    RGBColor(0, 100, 0),
+    RGBColor(75, 0, 130),
+    RGBColor(0, 128, 128),
+    RGBColor(128, 128, 0),
+    RGBColor(255, 0, 255),
+    RGBColor(184, 134, 11),
+    RGBColor(70, 70, 70),
 ];
 
 /// The panels some run has data for, each with its series names.
@@ -177,9 +188,16 @@ fn panels_of(runs: &[RunMetrics]) -> Vec<(&'static str, Vec<String>)> {
 const PANEL_W: u32 = 640;
 const PANEL_H: u32 = 360;
 
-/// The figure's size for `runs`: two panels a row.
+/// Panels a row: two, or one for a single panel.
+fn columns(panels: usize) -> usize {
+    panels.clamp(1, 2)
+}
+
+/// The figure's size for `panels` panels.
 fn figure_size(panels: usize) -> (u32, u32) {
-    (2 * PANEL_W, panels.div_ceil(2).max(1) as u32 * PANEL_H)
+    let cols = columns(panels);
+    let rows = panels.div_ceil(cols).max(1);
+    (cols as u32 * PANEL_W, rows as u32 * PANEL_H)
 }
 
 /// Draws every panel of `runs` into `root`.
@@ -188,7 +206,8 @@ fn draw_runs<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[RunMetri
     let fail = |e| VizError::draw("the run plot", e);
     root.fill(&WHITE).map_err(fail)?;
     let panels = panels_of(runs);
-    let areas = root.split_evenly((panels.len().div_ceil(2), 2));
+    let cols = columns(panels.len());
+    let areas = root.split_evenly((panels.len().div_ceil(cols).max(1), cols));
     for ((title, keys), area) in panels.iter().zip(&areas) {
         draw_panel(area, title, keys, runs).map_err(fail)?;
     }
@@ -303,13 +322,26 @@ pub fn plot_runs(runs: &[RunMetrics]) -> Result<(Vec<u8>, String)> {
 /// Reads the runs in `dirs` and writes their plot as `out` (`.png`) and the same name with
 /// `.svg`, atomically. Returns both paths.
 pub fn write_run_plot(dirs: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
+    write_run_plot_of(dirs, |_| true, out)
+}
+
+/// As [`write_run_plot`], drawing only the series `keep` accepts (`|k| k == "val_loss"`:
+/// one panel of every run's validation loss).
+pub fn write_run_plot_of(
+    dirs: &[PathBuf],
+    keep: impl Fn(&str) -> bool,
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
     if dirs.is_empty() {
         return Err(VizError::Input("no run directory given".into()));
     }
-    let runs = dirs
+    let mut runs = dirs
         .iter()
         .map(|d| RunMetrics::read(d))
         .collect::<Result<Vec<_>>>()?;
+    for run in &mut runs {
+        run.series.retain(|k, _| keep(k));
+    }
     let (png, svg) = plot_runs(&runs)?;
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_model::{pretrained, Gpt};
 use llm_viz::heatmap::{head_png, heat, MASKED};
 use llm_viz::summary::{entropy, head_scores};
@@ -35,7 +35,7 @@ fn look(
     let device = burn::tensor::Device::<B>::default();
     analyse(
         model,
-        &Gpt2Tokenizer::gpt2(),
+        &Tokenizer::gpt2(),
         "tiny-gpt2",
         prompt,
         options,

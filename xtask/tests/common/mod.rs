@@ -177,3 +177,48 @@ pub fn tiny_base(dir: &Path, name: &str, model: serde_json::Value) -> PathBuf {
     ]);
     base
 }
+
+/// The `step` of every line of a run's metrics.jsonl, in order.
+pub fn steps(run: &Path) -> Vec<u64> {
+    losses(run).into_iter().map(|(step, _)| step).collect()
+}
+
+/// `finetune --task instruct` of `model` for `steps` steps into `run`, with one eval batch
+/// and one-token samples; it must succeed.
+pub fn finetune_instruct(model: &str, run: &Path, steps: usize) {
+    ok(&[
+        "finetune",
+        "--task",
+        "instruct",
+        "--max-steps",
+        &steps.to_string(),
+        "--model",
+        model,
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "run.eval_batches=1",
+        "--set",
+        "instruct.max_new_tokens=1",
+    ]);
+}
+
+/// `chat --temperature 0` on `model`, fed `input` on stdin; returns its output.
+pub fn chat(model: &Path, max_new_tokens: usize, input: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut chat = xtask()
+        .args(["chat", "--temperature", "0", "--max-new-tokens"])
+        .arg(max_new_tokens.to_string())
+        .arg("--model")
+        .arg(model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    chat.wait_with_output().unwrap()
+}

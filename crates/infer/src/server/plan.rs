@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_openai::types::chat::{CompletionUsage, StopConfiguration};
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
@@ -27,7 +27,7 @@ pub const MAX_TOP_LOGPROBS: usize = 20;
 pub struct Served {
     /// The name clients ask for (`model`).
     pub name: String,
-    pub tokenizer: Arc<Gpt2Tokenizer>,
+    pub tokenizer: Arc<Tokenizer>,
     pub template: ChatTemplate,
     pub n_positions: usize,
     pub vocab_size: usize,

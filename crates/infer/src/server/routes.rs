@@ -202,13 +202,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 /// vLLM's tokenizer routes, which lm-evaluation-harness's `tokenizer_backend=remote` uses.
 async fn tokenizer_info(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let eot = (state.served.tokenizer.eot_id()).map(|id| state.served.token_text(id));
+    let tokenizer = &state.served.tokenizer;
+    let eot = tokenizer.eot_id().map(|id| state.served.token_text(id));
+    let class = match tokenizer.is_hf() {
+        true => "PreTrainedTokenizerFast",
+        false => "GPT2Tokenizer",
+    };
     Json(json!({
         "eos_token": eot,
         "bos_token": eot,
         "pad_token": null,
         "model_max_length": state.served.n_positions,
-        "tokenizer_class": "GPT2Tokenizer",
+        "tokenizer_class": class,
     }))
 }
 

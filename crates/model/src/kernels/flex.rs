@@ -182,13 +182,14 @@ impl KernelBackend for Flex {
         k_cache: FlexTensor,
         v_cache: FlexTensor,
         segments: &[Segment],
+        window: Option<usize>,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let stored = k_cache.dtype();
         if qkv.dtype() != DType::F32
             || v_cache.dtype() != stored
             || !matches!(stored, DType::F32 | DType::F16)
         {
-            return infer::cached_attention::<Flex>(qkv, k_cache, v_cache, segments);
+            return infer::cached_attention::<Flex>(qkv, k_cache, v_cache, segments, window);
         }
         let qkv = contiguous(qkv);
         let (mut kc, mut vc) = (contiguous(k_cache), contiguous(v_cache));
@@ -197,19 +198,23 @@ impl KernelBackend for Flex {
             .shape()
             .as_slice()
             .try_into()
-            .expect("cache [slots, h, cap, d]");
-        let cache = CacheShape {
-            h: dims[1],
+            .expect("cache [slots, kv, cap, d]");
+        let (kv, d) = (dims[1], dims[3]);
+        let width = qkv.layout().shape().as_slice()[1];
+        let heads = Heads {
+            h: width / d - 2 * kv,
+            kv,
             cap: dims[2],
-            d: dims[3],
+            d,
+            window,
         };
         let x: &[f32] = qkv.storage();
         let y = match stored {
-            DType::F16 => attend_stored::<f16>(x, &mut kc, &mut vc, &cache, segments),
-            _ => attend_stored::<f32>(x, &mut kc, &mut vc, &cache, segments),
+            DType::F16 => attend_stored::<f16>(x, &mut kc, &mut vc, &heads, segments),
+            _ => attend_stored::<f32>(x, &mut kc, &mut vc, &heads, segments),
         };
-        let n_tokens = y.len() / (cache.h * cache.d);
-        let y = FlexTensor::from_data(TensorData::new(y, [n_tokens, cache.h * cache.d]));
+        let n_tokens = y.len() / (heads.h * d);
+        let y = FlexTensor::from_data(TensorData::new(y, [n_tokens, heads.h * d]));
         (y, kc, vc)
     }
 }
@@ -219,13 +224,19 @@ fn attend_stored<E: Stored>(
     x: &[f32],
     kc: &mut FlexTensor,
     vc: &mut FlexTensor,
-    cache: &CacheShape,
+    heads: &Heads,
     segments: &[Segment],
 ) -> Vec<f32> {
     // Copy-on-write: in place when the engine held the only reference.
-    write_new(x, kc.storage_mut::<E>(), cache, segments, 1);
-    write_new(x, vc.storage_mut::<E>(), cache, segments, 2);
-    attend_all(x, kc.storage::<E>(), vc.storage::<E>(), cache, segments)
+    write_new(x, kc.storage_mut::<E>(), heads, segments, heads.h);
+    write_new(
+        x,
+        vc.storage_mut::<E>(),
+        heads,
+        segments,
+        heads.h + heads.kv,
+    );
+    attend_all(x, kc.storage::<E>(), vc.storage::<E>(), heads, segments)
 }
 
 /// How the cache stores a value: f32 as is, or f16 (read back by the attention kernels).
@@ -246,35 +257,45 @@ impl Stored for f16 {
     }
 }
 
-/// A KV cache's `[slots, h, cap, d]`, without the slots.
-struct CacheShape {
+/// The attention's heads and its KV cache's `[slots, kv, cap, d]` (without the slots).
+struct Heads {
+    /// Query heads.
     h: usize,
+    /// Key/value heads; each serves `h / kv` query heads.
+    kv: usize,
     cap: usize,
     d: usize,
+    window: Option<usize>,
 }
 
-impl CacheShape {
-    /// Where position `p` of `head` in `slot` starts.
+impl Heads {
+    /// Where position `p` of key/value head `head` in `slot` starts.
     fn at(&self, slot: usize, head: usize, p: usize) -> usize {
-        ((slot * self.h + head) * self.cap + p) * self.d
+        ((slot * self.kv + head) * self.cap + p) * self.d
+    }
+
+    /// Width of a token's row of `qkv`.
+    fn row(&self) -> usize {
+        (self.h + 2 * self.kv) * self.d
     }
 }
 
-/// Copies part `which` (1 keys, 2 values) of each new token of `qkv` into its cache rows.
+/// Copies the key (or value) heads of each new token of `qkv`, which start at head
+/// `first`, into its cache rows.
 fn write_new<E: Stored>(
     qkv: &[f32],
     cache: &mut [E],
-    shape: &CacheShape,
+    heads: &Heads,
     segments: &[Segment],
-    which: usize,
+    first: usize,
 ) {
-    let (d, c) = (shape.d, shape.h * shape.d);
+    let d = heads.d;
     let mut row = 0;
     for s in segments {
         for i in 0..s.len {
-            let token = &qkv[(row + i) * 3 * c + which * c..][..c];
+            let token = &qkv[(row + i) * heads.row() + first * d..][..heads.kv * d];
             for (head, part) in token.chunks_exact(d).enumerate() {
-                let at = shape.at(s.slot, head, s.pos + i);
+                let at = heads.at(s.slot, head, s.pos + i);
                 E::store(part, &mut cache[at..at + d]);
             }
         }
@@ -282,17 +303,17 @@ fn write_new<E: Stored>(
     }
 }
 
-/// Every new token's every head: `[n_tokens, c]`. One parallel task per (segment, head)
-/// runs each of the segment's new tokens over its prefix of that head's cached rows.
+/// Every new token's every head: `[n_tokens, h·d]`. One parallel task per (segment, query
+/// head) runs each of the segment's new tokens over its window of that head's cached rows.
 fn attend_all<E: Stored>(
     qkv: &[f32],
     keys: &[E],
     values: &[E],
-    shape: &CacheShape,
+    heads: &Heads,
     segments: &[Segment],
 ) -> Vec<f32> {
-    let (h, d) = (shape.h, shape.d);
-    let c = h * d;
+    let (h, d) = (heads.h, heads.d);
+    let (c, group) = (h * d, h / heads.kv);
     let first_row: Vec<usize> = segments
         .iter()
         .scan(0, |row, s| {
@@ -308,14 +329,16 @@ fn attend_all<E: Stored>(
         .par_iter()
         .map_init(Vec::new, |scores, &(s, head)| {
             let seg = &segments[s];
-            let from = shape.at(seg.slot, head, 0);
+            let from = heads.at(seg.slot, head / group, 0);
             let to = from + (seg.pos + seg.len) * d;
             let (k, v) = (&keys[from..to], &values[from..to]); // [pos + len, d]
             let mut out = vec![0f32; seg.len * d]; // [len, d]
             for (i, o) in out.chunks_exact_mut(d).enumerate() {
-                let q = &qkv[(first_row[s] + i) * 3 * c + head * d..][..d];
-                let seen = (seg.pos + i + 1) * d; // causal: positions 0..=pos + i
-                attend(q, &k[..seen], &v[..seen], scale, scores, o);
+                let q = &qkv[(first_row[s] + i) * heads.row() + head * d..][..d];
+                let at = seg.pos + i; // causal: positions up to `at`, the window's last ones
+                let first = heads.window.map_or(0, |w| (at + 1).saturating_sub(w)) * d;
+                let seen = (at + 1) * d;
+                attend(q, &k[first..seen], &v[first..seen], scale, scores, o);
             }
             out
         })

@@ -17,7 +17,7 @@
 //! |----|---------|------|
 //! | [`KernelBackend::linear_nt`] (`x · wᵀ + b`, `w` as `[out, in]`) | matmul | a few rows: one pass over `w`, 16-lane dot products, rows of `w` across threads ([`gemv`]); many rows: gemm |
 //! | [`KernelBackend::linear_q8`] (the same with [`Q8Matrix`] weights) | dequantize, then `linear_nt` | activations quantized per step, int8 dot products (VNNI / AVX2 / scalar); many rows: a band of weight rows dequantized at a time, gemm |
-//! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign` + Burn's attention per sequence | written in place; every (sequence, head) in parallel; f16 widened in registers |
+//! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign` + Burn's attention per sequence | written in place; every (sequence, query head) in parallel, grouped heads reading their shared keys; f16 widened in registers |
 //! | [`KernelBackend::gelu_tanh`] | `x / (1 + e^(−2·√(2/π)·(x + 0.044715·x³)))` in tensor ops | one vectorised pass, in place |
 //! | [`KernelBackend::run_pass`] (where a forward pass runs) | the caller's thread | a thread of the rayon pool |
 //!
@@ -125,18 +125,21 @@ pub trait KernelBackend: Backend {
         pass()
     }
 
-    /// Causal attention of new tokens over a KV cache. `qkv [n_tokens, 3·c]` holds the
-    /// queries, keys and values of the [`Segment`]s' tokens, one segment after the other;
-    /// `k_cache`, `v_cache` are `[slots, n_head, capacity, head_dim]`. Each segment's keys
+    /// Causal attention of new tokens over a KV cache. `qkv [n_tokens, (h + 2·kv)·d]` holds
+    /// the queries of `h` heads and the keys and values of `kv` heads (`kv` divides `h`;
+    /// grouped-query attention when fewer) of the [`Segment`]s' tokens, one segment after
+    /// the other; `k_cache`, `v_cache` are `[slots, kv, capacity, d]`. Each segment's keys
     /// and values are written at its positions, then each of its tokens attends to its
-    /// slot's positions up to its own. Returns `(y [n_tokens, c], k_cache, v_cache)`.
+    /// slot's positions up to its own (the last `window` of them, if given), query head
+    /// `i` to key/value head `i / (h / kv)`. Returns `(y [n_tokens, h·d], k_cache, v_cache)`.
     fn cached_attention(
         qkv: FloatTensor<Self>,
         k_cache: FloatTensor<Self>,
         v_cache: FloatTensor<Self>,
         segments: &[Segment],
+        window: Option<usize>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        infer::cached_attention::<Self>(qkv, k_cache, v_cache, segments)
+        infer::cached_attention::<Self>(qkv, k_cache, v_cache, segments, window)
     }
 }
 

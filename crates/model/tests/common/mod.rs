@@ -9,22 +9,32 @@ use burn::tensor::backend::Backend;
 use llm_model::{pretrained, Gpt, Gpt2Config};
 use serde_json::Value;
 
-/// `crates/model/tests/fixtures/tiny-gpt2`.
-pub fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gpt2")
+/// `crates/model/tests/fixtures/NAME`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
-/// `reference.json` (stored gzip-compressed), parsed once.
+/// `crates/model/tests/fixtures/tiny-gpt2`.
+pub fn fixture_dir() -> PathBuf {
+    fixture("tiny-gpt2")
+}
+
+/// A fixture's `reference.json` (stored gzip-compressed), parsed.
+pub fn reference_of(name: &str) -> Value {
+    let file = std::fs::File::open(fixture(name).join("reference.json.gz")).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// tiny-gpt2's `reference.json`, parsed once.
 pub fn reference() -> &'static Value {
     static REF: OnceLock<Value> = OnceLock::new();
-    REF.get_or_init(|| {
-        let file = std::fs::File::open(fixture_dir().join("reference.json.gz")).unwrap();
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
-    })
+    REF.get_or_init(|| reference_of("tiny-gpt2"))
 }
 
 /// The fixture model, from `model.safetensors`.

@@ -3,7 +3,7 @@
 //!
 //! - **Data:** `label<TAB>message` lines; every spam message and as many ham messages
 //!   (seeded), split 70 / 10 / 20 into train, validation and test.
-//! - **Length rule:** every message is padded with `<|endoftext|>` (50256) to the longest
+//! - **Length rule:** every message is padded with `<|endoftext|>` (50256; another tokenizer's end of sequence) to the longest
 //!   training message; a message longer than that, or than the model's context, keeps its
 //!   first tokens. The cut messages are counted and reported.
 //! - **Model:** [`Classifier`]: the GPT and a 2-way linear head read at the last real token.
@@ -15,7 +15,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor};
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_data::spam::{balanced, load_sms, split_spam, SpamBatch, SpamBatcher, SpamDataset};
 use llm_model::{cross_entropy, Checkpoint, Classifier, ClassifierInfo, Gpt, Gpt2Config};
 use llm_model::{KernelAutodiff, KernelBackend};
@@ -65,7 +65,7 @@ impl<B: KernelAutodiff> Classify<B> {
     pub fn new(
         recipe: FinetuneConfig,
         base: Gpt<B>,
-        tokenizer: &Gpt2Tokenizer,
+        tokenizer: &Tokenizer,
         tokenizer_name: &str,
     ) -> Result<Self> {
         let base_config = base.config().clone();
@@ -106,7 +106,7 @@ impl<B: KernelAutodiff> Classify<B> {
             max_length,
             truncated,
             batcher: SpamBatcher {
-                pad_id: llm_bpe::END_OF_TEXT_ID,
+                pad_id: super::end_of_text(tokenizer)?,
                 pad_to: Some(max_length),
             },
             epochs,
@@ -298,7 +298,7 @@ impl<B: KernelAutodiff> Task<B> for Classify<B> {
 pub fn predict<B: Backend>(
     model: &Classifier<B>,
     info: &ClassifierInfo,
-    tokenizer: &Gpt2Tokenizer,
+    tokenizer: &Tokenizer,
     texts: &[String],
     device: &B::Device,
 ) -> Result<Vec<(String, f64)>> {
@@ -313,7 +313,7 @@ pub fn predict<B: Backend>(
     let set = SpamDataset::new(&examples, tokenizer, Some(max_length));
     let items: Vec<_> = (0..set.len()).filter_map(|i| set.get(i)).collect();
     let batcher = SpamBatcher {
-        pad_id: llm_bpe::END_OF_TEXT_ID,
+        pad_id: super::end_of_text(tokenizer)?,
         pad_to: Some(max_length),
     };
     let batch: SpamBatch<B> = batcher.batch(items, device);

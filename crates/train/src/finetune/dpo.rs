@@ -24,7 +24,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_data::dpo::{
     load_preferences, PreferenceBatch, PreferenceBatcher, PreferenceDataset, PreferenceExample,
     PreferenceItem,
@@ -176,7 +176,7 @@ impl<B: KernelAutodiff> Dpo<B> {
         recipe: FinetuneConfig,
         base: Gpt<B>,
         reference: Option<Gpt<B::InnerBackend>>,
-        tokenizer: &Gpt2Tokenizer,
+        tokenizer: &Tokenizer,
         tokenizer_name: &str,
     ) -> Result<Self> {
         let base_config = base.config().clone();
@@ -234,7 +234,7 @@ impl<B: KernelAutodiff> Dpo<B> {
             tokenizer_name: tokenizer_name.to_string(),
             splits,
             batcher: PreferenceBatcher {
-                pad_id: llm_bpe::END_OF_TEXT_ID,
+                pad_id: super::end_of_text(tokenizer)?,
                 max_length: Some(n_positions),
             },
             truncated,

@@ -4,7 +4,7 @@
 //! - **Data:** a JSON array of `{instruction, input, output}`, split 85 / 5 / 10 into
 //!   train, validation and test with a seed.
 //! - **Text:** the Alpaca prompt template ([`format_example`]), one `<|endoftext|>` after
-//!   the response, padding with 50256 to the longest example of the batch; targets are −100
+//!   the response, padding with the end-of-text token (50256 for GPT-2) to the longest example of the batch; targets are −100
 //!   at every padding position after the first, and, with `instruct.mask_prompt`, in the
 //!   prompt too.
 //! - **Length rule:** an example longer than the model's context keeps its first
@@ -20,7 +20,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::backend::Backend;
 use burn::tensor::ElementConversion;
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_data::instruct::{
     format_input, load_instructions, split_instructions, InstructionBatcher, InstructionDataset,
     InstructionExample, InstructionItem, PROMPT_TEMPLATE, RESPONSE_HEADER,
@@ -47,7 +47,7 @@ pub struct Instruct<B: KernelAutodiff> {
     recipe: FinetuneConfig,
     base: Option<Gpt<B>>,
     base_config: Gpt2Config,
-    tokenizer: Gpt2Tokenizer,
+    tokenizer: Tokenizer,
     tokenizer_name: String,
     /// Train, validation and test examples, and their tokens.
     examples: [Vec<InstructionExample>; 3],
@@ -109,7 +109,7 @@ impl<B: KernelAutodiff> Instruct<B> {
     pub fn new(
         recipe: FinetuneConfig,
         base: Gpt<B>,
-        tokenizer: &Gpt2Tokenizer,
+        tokenizer: &Tokenizer,
         tokenizer_name: &str,
     ) -> Result<Self> {
         let base_config = base.config().clone();
@@ -150,7 +150,7 @@ impl<B: KernelAutodiff> Instruct<B> {
         let epochs = Epochs::new(splits[0].len(), recipe.run.batch_size, recipe.run.seed);
         let saving = Saving::new(&recipe, &base);
         let batcher = InstructionBatcher {
-            pad_id: llm_bpe::END_OF_TEXT_ID,
+            pad_id: super::end_of_text(tokenizer)?,
             max_length: Some(n_positions),
             mask_prompt: recipe.instruct.mask_prompt,
         };
@@ -233,7 +233,7 @@ impl<B: KernelAutodiff> Instruct<B> {
     ) -> Result<String> {
         let prompt = format!("{}{RESPONSE_HEADER}", format_input(example));
         let ids = self.tokenizer.encode_ordinary(&prompt);
-        let eot = llm_bpe::END_OF_TEXT_ID;
+        let eot = self.batcher.pad_id; // the end of text, checked at start-up
         let config = GenerateConfig {
             max_new_tokens: self.recipe.instruct.max_new_tokens,
             temperature: 0.0,

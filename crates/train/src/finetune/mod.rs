@@ -7,7 +7,7 @@
 //! - [`finetune`]: builds the recipe's task on a base model and trains it.
 
 use burn::tensor::backend::Backend;
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_model::adapters::BaseModel;
 use llm_model::KernelAutodiff;
 use llm_model::{Checkpoint, Gpt, Gpt2Config, LoraConfig};
@@ -24,6 +24,17 @@ mod instruct;
 pub mod score;
 
 pub use classify::{predict, Classify, LABELS};
+
+/// The token that pads a batch and ends each example: `<|endoftext|>` (50256 for GPT-2), or
+/// another tokenizer's end of sequence (a Llama's `</s>`).
+pub(crate) fn end_of_text(tokenizer: &Tokenizer) -> Result<u32> {
+    tokenizer.eot_id().ok_or_else(|| {
+        TrainError::Config(format!(
+            "the tokenizer {} has no end-of-text token (<|endoftext|>, or an eos_token such as </s>): fine-tuning pads and ends examples with it",
+            tokenizer.name()
+        ))
+    })
+}
 pub use config::{DpoConfig, FinetuneConfig, FinetuneData, InstructConfig, LogProb, TASKS};
 pub use dpo::{dpo_loss, response_logprob, Dpo, DpoBatch, DpoTerms, Policy};
 pub use instruct::{Instruct, TEST_RESPONSES};
@@ -37,7 +48,7 @@ pub fn finetune<B: KernelAutodiff>(
     recipe: FinetuneConfig,
     base: Gpt<B>,
     reference: Option<Gpt<B::InnerBackend>>,
-    tokenizer: &Gpt2Tokenizer,
+    tokenizer: &Tokenizer,
     tokenizer_name: &str,
     options: TrainOptions,
     device: B::Device,

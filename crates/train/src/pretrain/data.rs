@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_data::{Manifest, PrepareConfig};
 use llm_model::Gpt2Config;
 
@@ -14,7 +14,7 @@ use crate::run::RunDir;
 /// Where the tokens come from, checked before anything is written: the tokenizer, and
 /// either a prepared directory or the input files.
 pub(super) struct DataSource {
-    pub(super) tokenizer: Gpt2Tokenizer,
+    pub(super) tokenizer: Tokenizer,
     pub(super) tokenizer_name: String,
     shards: Option<PathBuf>,
     files: Vec<PathBuf>,
@@ -23,7 +23,7 @@ pub(super) struct DataSource {
 /// The prepared tokens a run trains on, and their tokenizer.
 pub(super) struct Data {
     pub(super) dir: PathBuf,
-    pub(super) tokenizer: Gpt2Tokenizer,
+    pub(super) tokenizer: Tokenizer,
     pub(super) tokenizer_name: String,
 }
 
@@ -44,7 +44,7 @@ impl DataSource {
             }
             let manifest = Manifest::load(dir)?;
             return Ok(DataSource {
-                tokenizer: Gpt2Tokenizer::load(&manifest.tokenizer.name)?,
+                tokenizer: Tokenizer::load(&manifest.tokenizer.name)?,
                 tokenizer_name: manifest.tokenizer.name,
                 shards: Some(dir.clone()),
                 files: Vec::new(),
@@ -58,7 +58,7 @@ impl DataSource {
             ));
         }
         Ok(DataSource {
-            tokenizer: Gpt2Tokenizer::load(&d.tokenizer)?,
+            tokenizer: Tokenizer::load(&d.tokenizer)?,
             tokenizer_name: d.tokenizer.clone(),
             shards: None,
             files,

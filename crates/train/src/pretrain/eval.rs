@@ -5,14 +5,20 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ElementConversion;
-use llm_bpe::Gpt2Tokenizer;
+use llm_bpe::Tokenizer;
 use llm_data::{ShardSet, TokenBatches};
-use llm_model::{generate, lm_cross_entropy, GenerateConfig, Gpt, KernelBackend};
+use llm_model::{generate, lm_losses, GenerateConfig, Gpt, KernelBackend};
 
 use crate::config::TrainConfig;
 use crate::error::Result;
 
-/// Mean loss over `batches` sequential batches from the start of `split` (the same
+/// A split's mean losses: the cross-entropy, and a mixture of experts' load-balancing loss.
+pub(super) struct SplitLoss {
+    pub loss: f64,
+    pub router_aux: Option<f64>,
+}
+
+/// Mean losses over `batches` sequential batches from the start of `split` (the same
 /// batches at every evaluation, so values compare). `None` if the split has no data.
 pub(super) fn evaluate<B: KernelBackend>(
     model: &Gpt<B>,
@@ -22,7 +28,7 @@ pub(super) fn evaluate<B: KernelBackend>(
     batch_size: usize,
     seq_len: usize,
     device: &B::Device,
-) -> Result<Option<f64>> {
+) -> Result<Option<SplitLoss>> {
     let set = ShardSet::open(dir, split)?;
     if set.num_shards() == 0 || batches == 0 {
         return Ok(None);
@@ -32,21 +38,26 @@ pub(super) fn evaluate<B: KernelBackend>(
         Err(llm_data::DataError::TooSmall(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let mut total = 0.0;
+    let (mut total, mut aux_total) = (0.0, None::<f64>);
     for _ in 0..batches {
         let batch = tb.next_batch::<B>(device)?;
-        let loss: f64 = lm_cross_entropy(model, batch.inputs, batch.targets)
-            .into_scalar()
-            .elem();
-        total += loss;
+        let (loss, aux) = lm_losses(model, batch.inputs, batch.targets);
+        total += loss.into_scalar().elem::<f64>();
+        if let Some(aux) = aux {
+            *aux_total.get_or_insert(0.0) += aux.into_scalar().elem::<f64>();
+        }
     }
-    Ok(Some(total / batches as f64))
+    let n = batches as f64;
+    Ok(Some(SplitLoss {
+        loss: total / n,
+        router_aux: aux_total.map(|a| a / n),
+    }))
 }
 
 /// A sample from the run's fixed prompt.
 pub(super) fn sample<B: Backend>(
     model: &Gpt<B>,
-    tok: &Gpt2Tokenizer,
+    tok: &Tokenizer,
     config: &TrainConfig,
     device: &B::Device,
 ) -> Result<String> {

@@ -6,7 +6,7 @@
 
 use burn::tensor::Tensor;
 use llm_data::{BatchOrder, NextTokenBatch, ShardSet, TokenBatches};
-use llm_model::{lm_cross_entropy, Checkpoint, Gpt, Gpt2Config, KernelAutodiff};
+use llm_model::{lm_training_loss, Checkpoint, Gpt, Gpt2Config, KernelAutodiff};
 use serde_json::Value;
 
 use crate::config::{ModelConfig, TrainConfig};
@@ -21,12 +21,13 @@ mod eval;
 
 use data::{Data, DataSource, Plan};
 
-/// A GPT learns from next-token batches with the cross-entropy loss.
+/// A GPT learns from next-token batches with the cross-entropy loss (plus the weighted
+/// load-balancing loss of a mixture of experts).
 impl<B: KernelAutodiff> Objective<B> for Gpt<B> {
     type Batch = NextTokenBatch<B>;
 
     fn loss(&self, batch: NextTokenBatch<B>) -> Tensor<B, 1> {
-        lm_cross_entropy(self, batch.inputs, batch.targets) // [1]
+        lm_training_loss(self, batch.inputs, batch.targets) // [1]
     }
 }
 
@@ -104,7 +105,7 @@ impl Pretrain {
         split: &str,
         batches: usize,
         device: &B::Device,
-    ) -> Result<Option<f64>> {
+    ) -> Result<Option<eval::SplitLoss>> {
         let (bs, t) = (self.config.run.batch_size, self.plan.seq_len);
         eval::evaluate(model, &self.data().dir, split, batches, bs, t, device)
     }
@@ -198,19 +199,26 @@ impl<B: KernelAutodiff> Task<B> for Pretrain {
         device: &B::Device,
     ) -> Result<Option<Evaluation>> {
         let n = self.config.run.eval_batches;
+        // A mixture of experts also logs its load-balancing loss (`val_router_aux_loss`).
         Ok(self
             .eval_loss::<B>(model, "val", n, device)?
-            .map(|loss| Evaluation {
-                loss,
-                metrics: Default::default(),
+            .map(|l| Evaluation {
+                loss: l.loss,
+                metrics: l
+                    .router_aux
+                    .map(|a| ("val_router_aux_loss".to_string(), a))
+                    .into_iter()
+                    .collect(),
             }))
     }
 
     /// One validation batch, or a training batch when there is no validation data.
     fn probe_loss(&mut self, model: &Inner<B, Gpt<B>>, device: &B::Device) -> Result<Option<f64>> {
         match self.eval_loss::<B>(model, "val", 1, device)? {
-            Some(v) => Ok(Some(v)),
-            None => self.eval_loss::<B>(model, "train", 1, device),
+            Some(v) => Ok(Some(v.loss)),
+            None => Ok(self
+                .eval_loss::<B>(model, "train", 1, device)?
+                .map(|l| l.loss)),
         }
     }
 
