@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Result};
-use burn::tensor::backend::Backend;
 use clap::Args;
 use llm_model::backend::{run_autodiff_on, run_on, AutodiffTask, BackendTask};
 use llm_model::pretrained::{self, ModelSource};
@@ -255,7 +254,7 @@ struct ClassifyJob<'a> {
 impl BackendTask for ClassifyJob<'_> {
     type Output = Result<Vec<(String, f64)>>;
 
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+    fn run<B: llm_model::KernelBackend>(self, device: B::Device) -> Self::Output {
         let (gpt, _) = pretrained::load::<B>(&self.resolved.source, &device)?;
         let (model, info) = Classifier::from_checkpoint(gpt, &self.checkpoint, &device)?;
         let tok = &self.resolved.tokenizer;

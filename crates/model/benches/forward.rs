@@ -12,7 +12,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use llm_common::bench::{median_secs, rss_mib, Rss};
 use llm_model::backend::DefaultBackend;
-use llm_model::{Gpt, Gpt2Config};
+use llm_model::{Gpt, Gpt2Config, KernelBackend};
 
 #[global_allocator]
 static GLOBAL: llm_model::alloc::MiMalloc = llm_model::alloc::MiMalloc;
@@ -27,7 +27,7 @@ fn ids<Bk: Backend>(b: usize, t: usize, device: &Bk::Device) -> Tensor<Bk, 2, In
     Tensor::from_data(TensorData::new(v, [b, t]), device)
 }
 
-fn forward<Bk: Backend>(model: &Gpt<Bk>, ids: &Tensor<Bk, 2, Int>, device: &Bk::Device) {
+fn forward<Bk: KernelBackend>(model: &Gpt<Bk>, ids: &Tensor<Bk, 2, Int>, device: &Bk::Device) {
     let logits = model.forward(ids.clone());
     Bk::sync(device).unwrap();
     std::hint::black_box(logits);

@@ -16,6 +16,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor, TensorData};
 
 use crate::cache::LayerCache;
+use crate::dropout::dropout;
+use crate::kernels::KernelBackend;
 use crate::proj::Proj;
 use crate::rope::Rope;
 
@@ -39,7 +41,7 @@ pub struct Attention<B: Backend> {
     pub window: Option<usize>,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: KernelBackend> Attention<B> {
     /// Attends over `x` (and the cached positions, if any), turning queries and keys by
     /// `rope` if given. Returns the output and, if `want_probs`, the attention
     /// probabilities `[batch, n_head, seq, seq_total]`.
@@ -73,7 +75,7 @@ impl<B: Backend> Attention<B> {
 
         let (y, probs) = self.attend(q, k, v, want_probs); // [b, h, t, d]
         let y = y.swap_dims(1, 2).reshape([b, t, c]); // [b, t, c]
-        let y = self.resid_dropout.forward(self.c_proj.forward(y)); // [b, t, c]
+        let y = dropout(&self.resid_dropout, self.c_proj.forward(y)); // [b, t, c]
         (y, probs)
     }
 
@@ -111,7 +113,7 @@ impl<B: Backend> Attention<B> {
         let scale = (d as f64).sqrt().recip();
         let scores = q.matmul(k.swap_dims(2, 3)) * scale; // [b, h, t, t_total]
         let probs = softmax(scores.mask_fill(hidden, f32::NEG_INFINITY), 3);
-        let y = self.attn_dropout.forward(probs.clone()).matmul(v); // [b, h, t, d]
+        let y = dropout(&self.attn_dropout, probs.clone()).matmul(v); // [b, h, t, d]
         (y, want_probs.then_some(probs))
     }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{ModelError, Result};
+use crate::kernels::KernelBackend;
 use crate::model::Gpt;
 use crate::proj::Proj;
 
@@ -35,7 +36,7 @@ pub struct Classifier<B: Backend> {
     pub head: Proj<B>,
 }
 
-impl<B: Backend> Classifier<B> {
+impl<B: KernelBackend> Classifier<B> {
     /// `gpt` with a fresh head of `n_classes` outputs, N(0, 0.02) weights and a zero bias.
     pub fn new(gpt: Gpt<B>, n_classes: usize, device: &B::Device) -> Self {
         let head = Proj::init(gpt.config().n_embd, n_classes, 0.02, true, device);

@@ -1,9 +1,8 @@
 //! A simple autoregressive `generate`, with the KV cache. The fuller engine (top-p,
 //! repetition penalty, batching, streaming, quantization) lives in `llm-infer`.
 
-use burn::tensor::backend::Backend;
-
 use crate::error::{ModelError, Result};
+use crate::kernels::KernelBackend;
 use crate::model::{ForwardOptions, Gpt};
 use crate::sampling::{argmax, SamplingParams, TokenSampler};
 
@@ -64,7 +63,7 @@ impl GenerateConfig {
 ///   generation goes on from there.
 ///
 /// Every new token is a token of the model; non-finite logits are an error.
-pub fn generate<B: Backend>(
+pub fn generate<B: KernelBackend>(
     model: &Gpt<B>,
     prompt: &[u32],
     config: &GenerateConfig,
@@ -119,7 +118,7 @@ pub fn generate<B: Backend>(
 
 /// Greedy generation without a cache: the whole sequence is recomputed for every token.
 /// Slow; it exists to check the cached path against.
-pub fn generate_uncached<B: Backend>(
+pub fn generate_uncached<B: KernelBackend>(
     model: &Gpt<B>,
     prompt: &[u32],
     max_new_tokens: usize,

@@ -11,6 +11,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use crate::dropout::dropout;
+use crate::kernels::KernelBackend;
 use crate::proj::Proj;
 
 /// GPT-2's MLP (`c_fc` widens ×4 → GELU → `c_proj`), or SwiGLU when `gated`.
@@ -27,7 +29,7 @@ pub struct Mlp<B: Backend> {
     pub gated: bool,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: KernelBackend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.c_fc.forward(x); // [b, t, n_inner] or [b, t, 2·n_inner]
         let x = if self.gated {
@@ -36,7 +38,7 @@ impl<B: Backend> Mlp<B> {
         } else {
             gelu_tanh(x)
         };
-        self.dropout.forward(self.c_proj.forward(x)) // [b, t, n_embd]
+        dropout(&self.dropout, self.c_proj.forward(x)) // [b, t, n_embd]
     }
 }
 

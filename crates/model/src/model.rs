@@ -24,7 +24,9 @@ use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
 use crate::attention::Attention;
 use crate::cache::{KvCache, LayerCache};
 use crate::config::{Gpt2Config, MlpKind, Position};
+use crate::dropout::dropout;
 use crate::error::{ModelError, Result};
+use crate::kernels::KernelBackend;
 use crate::mlp::Mlp;
 use crate::moe::{load_balancing_loss, Moe};
 use crate::norm::Norm;
@@ -46,7 +48,7 @@ pub struct Block<B: Backend> {
 /// if asked for, and the router logits of a mixture of experts.
 pub(crate) type BlockOutput<B> = (Tensor<B, 3>, Option<Tensor<B, 4>>, Option<Tensor<B, 2>>);
 
-impl<B: Backend> Block<B> {
+impl<B: KernelBackend> Block<B> {
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -72,7 +74,9 @@ impl<B: Backend> Block<B> {
             (None, None) => unreachable!("a block has an mlp or a moe"),
         }
     }
+}
 
+impl<B: Backend> Block<B> {
     /// Every projection with its LoRA target name (`c_attn`, `c_proj`, `c_fc`), the
     /// experts' included.
     fn projs(&self) -> Vec<(&'static str, &Proj<B>)> {
@@ -323,7 +327,8 @@ impl<B: Backend> Gpt<B> {
     pub fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.n_layer(), self.n_positions())
     }
-
+}
+impl<B: KernelBackend> Gpt<B> {
     /// Logits for every position: `[batch, seq]` ids → `[batch, seq, vocab_size]`.
     ///
     /// # Panics
@@ -457,7 +462,7 @@ impl<B: Backend> Gpt<B> {
             Rope::new(c.rope_theta, c.head_dim(), past..past + t, &device)
         });
         let mut body = Body {
-            x: self.drop.forward(x),
+            x: dropout(&self.drop, x),
             attentions: Vec::new(),
             router_logits: Vec::new(),
         };
@@ -486,7 +491,8 @@ impl<B: Backend> Gpt<B> {
             .matmul(w.transpose()) // [b·t, vocab]
             .reshape([b, t, v])
     }
-
+}
+impl<B: Backend> Gpt<B> {
     /// Adds a fresh LoRA adapter to every projection that `lora.targets` names, in every
     /// block (every expert's too). The weights are unchanged, so the model computes exactly
     /// what it did.

@@ -17,6 +17,8 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
+use crate::dropout::dropout;
+use crate::kernels::KernelBackend;
 use crate::mlp::Mlp;
 use crate::proj::Proj;
 
@@ -33,7 +35,7 @@ pub struct Moe<B: Backend> {
     pub n_active: usize,
 }
 
-impl<B: Backend> Moe<B> {
+impl<B: KernelBackend> Moe<B> {
     /// `[b, t, n_embd]` → the output `[b, t, n_embd]` and the router logits
     /// `[b·t, n_expert]` (for the load-balancing loss).
     pub fn forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 2>) {
@@ -71,7 +73,7 @@ impl<B: Backend> Moe<B> {
             let w = weights.clone().select(0, slots).reshape([m, 1]); // [m, 1]
             y = y.select_assign(0, tokens, out * w, IndexingUpdateOp::Add); // [n, e]
         }
-        (self.dropout.forward(y.reshape([b, t, e])), logits)
+        (dropout(&self.dropout, y.reshape([b, t, e])), logits)
     }
 }
 

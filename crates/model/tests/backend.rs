@@ -356,3 +356,101 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     }
     t
 }
+
+/// `B::adamw_step` on `[1, n]` rows of [`values`], three updates.
+fn adamw_steps<B: KernelBackend>(n: usize, weight_decay: f32) -> Vec<Vec<u32>> {
+    use llm_model::kernels::AdamWStep;
+    let device = Default::default();
+    let row = |seed| {
+        Tensor::<B, 2>::from_data(TensorData::new(values(n, seed), [1, n]), &device)
+            .into_primitive()
+            .tensor()
+    };
+    let (mut p, mut m, mut v) = (
+        row(1),
+        B::float_zeros([1, n].into(), &device, burn::tensor::FloatDType::F32),
+        B::float_zeros([1, n].into(), &device, burn::tensor::FloatDType::F32),
+    );
+    for time in 1..=3 {
+        let g = B::float_mul_scalar(row(10 + time), burn::tensor::Scalar::Float(1e-2));
+        let step = AdamWStep {
+            lr: 6e-4 * time as f64,
+            beta_1: 0.9,
+            beta_2: 0.95,
+            epsilon: 1e-8,
+            weight_decay,
+            time,
+        };
+        (p, m, v) = B::adamw_step(p, g, m, v, step);
+    }
+    [p, m, v]
+        .into_iter()
+        .map(|t| {
+            let t = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t));
+            t.into_data().iter::<f32>().map(f32::to_bits).collect()
+        })
+        .collect()
+}
+
+/// Flex's one-pass AdamW (AVX-512, AVX2 or baseline, as the CPU allows) gives the
+/// generic default's bits (Burn's tensor ops, on NdArray): parameters and both moments,
+/// with and without weight decay, over lengths that leave lane remainders and span
+/// several parallel chunks.
+#[test]
+fn flex_adamw_equals_the_default_bit_for_bit() {
+    for (n, wd) in [(1, 0.1), (37, 0.1), (70_001, 0.0)] {
+        let (flex, default) = (adamw_steps::<Flex>(n, wd), adamw_steps::<NdArray>(n, wd));
+        for (what, (a, b)) in ["parameters", "moment 1", "moment 2"]
+            .iter()
+            .zip(flex.iter().zip(&default))
+        {
+            let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+            assert_eq!(
+                same,
+                n,
+                "n = {n}, wd = {wd}: {what} differ in {} places",
+                n - same
+            );
+        }
+    }
+}
+
+/// Flex's dropout masks: values 0 or 1/keep, the kept share near `keep`, the same mask
+/// after the same seed and another after another seed; the default (NdArray) draws the
+/// same kind of mask.
+#[test]
+fn dropout_masks_keep_the_share_and_follow_the_seed() {
+    fn mask<B: KernelBackend>(seed: u64, keep: f64) -> Vec<f32> {
+        let device = Default::default();
+        B::seed(&device, seed);
+        let m = B::dropout_mask(
+            [300, 1000].into(),
+            keep,
+            &device,
+            burn::tensor::FloatDType::F32,
+        );
+        Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(m))
+            .into_data()
+            .iter::<f32>()
+            .collect()
+    }
+    fn check(name: &str, m: &[f32], keep: f64) {
+        let scale = (1.0 / keep) as f32;
+        assert!(m.iter().all(|&x| x == 0.0 || x == scale), "{name}: values");
+        let kept = m.iter().filter(|&&x| x != 0.0).count() as f64 / m.len() as f64;
+        assert!(
+            (kept - keep).abs() < 0.005,
+            "{name}: kept {kept}, want {keep}"
+        );
+    }
+    for keep in [0.9, 0.5] {
+        let a = mask::<Flex>(1, keep);
+        check("Flex", &a, keep);
+        assert!(
+            a == mask::<Flex>(1, keep),
+            "the same seed gives the same mask"
+        );
+        assert!(a != mask::<Flex>(2, keep), "another seed, another mask");
+        check("NdArray", &mask::<NdArray>(1, keep), keep);
+    }
+}

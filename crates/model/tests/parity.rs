@@ -124,7 +124,7 @@ fn check_sequences<B: KernelBackend>(device: &B::Device, tol: &Tol) {
     );
 }
 
-fn check_generation<B: Backend>(device: &B::Device) {
+fn check_generation<B: KernelBackend>(device: &B::Device) {
     let (model, _) = fixture_model::<B>(device);
     for g in reference()["generation"].as_array().unwrap() {
         let name = g["name"].as_str().unwrap();
@@ -143,7 +143,7 @@ fn check_generation<B: Backend>(device: &B::Device) {
     }
 }
 
-fn check_attention<B: Backend>(device: &B::Device, tol: &Tol) {
+fn check_attention<B: KernelBackend>(device: &B::Device, tol: &Tol) {
     let (model, config) = fixture_model::<B>(device);
     let a = &reference()["attention"];
     let input = ids(&a["input_ids"]);
@@ -184,7 +184,7 @@ fn check_attention<B: Backend>(device: &B::Device, tol: &Tol) {
     assert!(d <= tol.logits, "fused vs explicit attention: {d:e}");
 }
 
-fn check_kv_cache<B: Backend>(device: &B::Device) {
+fn check_kv_cache<B: KernelBackend>(device: &B::Device) {
     let (model, _) = fixture_model::<B>(device);
     let input = ids(&reference()["sequences"][3]["input_ids"]); // rand_len16
     let full = values(model.forward(model.tokens(&[&input], device).unwrap()));
@@ -303,7 +303,7 @@ fn check_train_step<B: KernelAutodiff>(device: &B::Device, tol: &Tol) {
     assert!(d <= 1e-5, "ln_f.bias after the step: {d:e}");
 }
 
-fn check_all_layouts_agree<B: Backend>(device: &B::Device, tol: &Tol) {
+fn check_all_layouts_agree<B: KernelBackend>(device: &B::Device, tol: &Tol) {
     use llm_model::weights::{load_weights, WeightFile};
     let dir = fixture_dir();
     let (model, config) = fixture_model::<B>(device);

@@ -53,7 +53,7 @@ pub use config::{
 pub use error::{Result, TrainError};
 pub use guard::{Spike, SpikeGuard};
 pub use metrics::{Metrics, MetricsLog};
-pub use optim::GptOptimizer;
+pub use optim::{FusedAdamW, GptOptimizer};
 pub use parallel::devices;
 pub use pretrain::{train, train_on, Pretrain};
 pub use run::RunDir;

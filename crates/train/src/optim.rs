@@ -1,29 +1,35 @@
 //! AdamW with GPT-2's parameter groups and global-norm gradient clipping.
 //!
 //! Burn 0.21's optimizers have no parameter groups and clip per tensor, so this wraps two
-//! Burn `AdamW`s: one with weight decay for the 2-D weights and embeddings, one without for
+//! AdamWs: one with weight decay for the 2-D weights and embeddings, one without for
 //! biases and LayerNorm parameters (nanoGPT's rule: decay a parameter iff it has 2 or more
 //! dimensions). Before the update the gradients are scaled so that their global L2 norm is
 //! at most `grad_clip`.
+//!
+//! Each AdamW is [`FusedAdamW`]: Burn's `AdamW` formula and state, its update computed by
+//! the backend's [`KernelBackend::adamw_step`] (one pass per parameter on Flex).
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{
+    AdamWState, AdaptiveMomentumState, GradientsParams, LearningRate, Optimizer, SimpleOptimizer,
+};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor};
-use llm_model::Gpt;
+use burn::tensor::{ElementConversion, Tensor, TensorPrimitive};
+use llm_model::kernels::AdamWStep;
+use llm_model::{Gpt, KernelAutodiff, KernelBackend};
 
 use crate::config::OptimizerConfig;
 use crate::error::{Result, TrainError};
 
-type Adam<B, M> = OptimizerAdaptor<AdamW, M, B>;
+type Adam<B, M> = OptimizerAdaptor<FusedAdamW, M, B>;
 type OptimRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// The optimizer of a GPT (or of any model with one, such as a classifier): AdamW in two
 /// groups, plus clipping. It keeps moments only for parameters that get gradients, so a
 /// frozen parameter costs no optimizer memory.
-pub struct GptOptimizer<B: AutodiffBackend, M: AutodiffModule<B> = Gpt<B>> {
+pub struct GptOptimizer<B: KernelAutodiff, M: AutodiffModule<B> = Gpt<B>> {
     decay: Adam<B, M>,
     no_decay: Adam<B, M>,
     decay_all: bool,
@@ -69,15 +75,15 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Split<'_> {
     }
 }
 
-impl<B: AutodiffBackend, M: AutodiffModule<B>> GptOptimizer<B, M> {
+impl<B: KernelAutodiff, M: AutodiffModule<B>> GptOptimizer<B, M> {
     pub fn new(c: &OptimizerConfig) -> Self {
-        let adam = |wd: f32| {
-            AdamWConfig::new()
-                .with_beta_1(c.beta1)
-                .with_beta_2(c.beta2)
-                .with_epsilon(c.eps)
-                .with_weight_decay(wd)
-                .init::<B, M>()
+        let adam = |weight_decay: f32| {
+            OptimizerAdaptor::from(FusedAdamW {
+                beta_1: c.beta1,
+                beta_2: c.beta2,
+                epsilon: c.eps,
+                weight_decay,
+            })
         };
         GptOptimizer {
             decay: adam(c.weight_decay),
@@ -143,5 +149,61 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GptOptimizer<B, M> {
             .no_decay
             .load_record(rec.load(no_decay.to_vec(), device).map_err(err)?);
         Ok(self)
+    }
+}
+
+/// Burn's `AdamW` (no AMSGrad, no cautious decay) with its whole update in one
+/// [`KernelBackend::adamw_step`]. Its state is Burn's [`AdamWState`], so an optimizer
+/// saved by either loads into the other.
+#[derive(Clone, Debug)]
+pub struct FusedAdamW {
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    pub weight_decay: f32,
+}
+
+impl<B: KernelBackend> SimpleOptimizer<B> for FusedAdamW {
+    type State<const D: usize> = AdamWState<B, D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        let (time, moment_1, moment_2) = match state {
+            Some(s) => (
+                s.momentum.time + 1,
+                s.momentum.moment_1,
+                s.momentum.moment_2,
+            ),
+            None => (1, grad.zeros_like(), grad.zeros_like()),
+        };
+        let step = AdamWStep {
+            lr,
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            weight_decay: self.weight_decay,
+            time,
+        };
+        let float = |t: Tensor<B, D>| t.into_primitive().tensor();
+        let (param, moment_1, moment_2) = B::adamw_step(
+            float(tensor),
+            float(grad),
+            float(moment_1),
+            float(moment_2),
+            step,
+        );
+        let tensor = |t| Tensor::from_primitive(TensorPrimitive::Float(t));
+        let momentum = AdaptiveMomentumState::new(time, tensor(moment_1), tensor(moment_2));
+        (tensor(param), Some(AdamWState::new(momentum)))
+    }
+
+    fn to_device<const D: usize>(mut state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        state.momentum = state.momentum.to_device(device);
+        state
     }
 }

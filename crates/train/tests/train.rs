@@ -117,6 +117,64 @@ fn optimizer_matches_the_fixture_adamw_step() {
     );
 }
 
+/// The fused update is Burn's `AdamW` bit for bit: Flex's one-pass kernel and the generic
+/// default (NdArray), with and without weight decay, over several steps and sizes that
+/// leave remainders (lanes) and span several parallel chunks.
+#[test]
+fn fused_adamw_is_burns_adamw_bit_for_bit() {
+    fn check<Bk: KernelBackend>(name: &str) {
+        use burn::optim::{AdamWConfig, SimpleOptimizer};
+        use burn::tensor::Distribution;
+        let device = Default::default();
+        for (shape, weight_decay) in [([37, 53], 0.1), ([1, 70_001], 0.0)] {
+            let (b1, b2, eps) = (0.9, 0.95, 1e-8);
+            let burn = AdamWConfig::new()
+                .with_beta_1(b1)
+                .with_beta_2(b2)
+                .with_epsilon(eps)
+                .with_weight_decay(weight_decay)
+                .build();
+            let fused = llm_train::FusedAdamW {
+                beta_1: b1,
+                beta_2: b2,
+                epsilon: eps,
+                weight_decay,
+            };
+            let p0 = Tensor::<Bk, 2>::random(shape, Distribution::Normal(0.0, 0.5), &device);
+            let (mut a, mut b) = (p0.clone(), p0);
+            let (mut sa, mut sb) = (None, None);
+            for step in 1..=3 {
+                let g = Tensor::<Bk, 2>::random(shape, Distribution::Normal(0.0, 1e-2), &device);
+                let lr = 6e-4 * step as f64;
+                (a, sa) = SimpleOptimizer::<Bk>::step(&burn, lr, a, g.clone(), sa);
+                (b, sb) = SimpleOptimizer::<Bk>::step(&fused, lr, b, g, sb);
+                let bits = |t: &Tensor<Bk, 2>| -> Vec<u32> {
+                    t.to_data().iter::<f32>().map(f32::to_bits).collect()
+                };
+                let (ma, mb) = (
+                    &sa.as_ref().unwrap().momentum,
+                    &sb.as_ref().unwrap().momentum,
+                );
+                assert_eq!(ma.time, mb.time, "{name}: step count");
+                assert!(
+                    bits(&a) == bits(&b),
+                    "{name} {shape:?} step {step}: parameters"
+                );
+                assert!(
+                    bits(&ma.moment_1) == bits(&mb.moment_1),
+                    "{name}: first moment"
+                );
+                assert!(
+                    bits(&ma.moment_2) == bits(&mb.moment_2),
+                    "{name}: second moment"
+                );
+            }
+        }
+    }
+    check::<Flex>("Flex");
+    check::<burn::backend::NdArray>("NdArray");
+}
+
 /// Collects every float parameter's values, with its rank.
 struct Values(Vec<(usize, Vec<f32>)>);
 

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use llm_bpe::Tokenizer;
-use llm_model::Gpt;
+use llm_model::{Gpt, KernelBackend};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, VizError};
@@ -58,7 +58,7 @@ impl LayerAttention {
 pub type HeadMatrix = Vec<Vec<f32>>;
 
 /// Every layer's attention probabilities for `ids` (batch 1), layer by layer.
-pub fn attention_by_layer<B: Backend>(
+pub fn attention_by_layer<B: KernelBackend>(
     model: &Gpt<B>,
     ids: &[u32],
     device: &B::Device,

@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use llm_bpe::{Allowed, Tokenizer};
-use llm_model::Gpt;
+use llm_model::{Gpt, KernelBackend};
 
 use crate::attention::{
     attention_by_layer, resolve_heads, token_strings, AttentionFile, LayerChoice, ModelShape,
@@ -56,7 +55,7 @@ pub struct AttentionReport {
 
 /// Runs `model` on `prompt` and gathers what [`write_report`] writes. A prompt longer than
 /// the model's context (`n_positions`) is an error, not silently cut.
-pub fn analyse<B: Backend>(
+pub fn analyse<B: KernelBackend>(
     model: &Gpt<B>,
     tokenizer: &Tokenizer,
     name: &str,

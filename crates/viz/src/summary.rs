@@ -11,8 +11,7 @@
 //! a head that completes patterns (`[A][B] … [A] → [B]`) looks from the second `A` at the
 //! first `B`, that is from query `q` at key `q − period + 1`.
 
-use burn::tensor::backend::Backend;
-use llm_model::Gpt;
+use llm_model::{Gpt, KernelBackend};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -76,7 +75,7 @@ pub struct Summary {
 
 /// Scores every head: the pattern scores on `input` (every layer's attention for the
 /// user's text), the induction score by running the model on the probe.
-pub fn summarize<B: Backend>(
+pub fn summarize<B: KernelBackend>(
     model: &Gpt<B>,
     shape: &ModelShape,
     input: &[LayerAttention],

@@ -4,7 +4,7 @@
 
 use burn::backend::Flex;
 use burn::tensor::ops::FloatTensorOps;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Shape, TensorData};
 use burn_flex::FlexTensor;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::gemv::{self, attend};
 use super::q8::{quantize_rows, Q8Matrix};
-use super::{cross_entropy, infer, simd, KernelBackend, Segment};
+use super::{adamw, cross_entropy, dropout, infer, simd, AdamWStep, KernelBackend, Segment};
 
 /// Up to this many rows, a linear layer streams its weights once (decode, and a batch of
 /// decodes with a short prompt joining); above, gemm. `cargo bench -p llm-model --bench
@@ -171,6 +171,59 @@ impl KernelBackend for Flex {
         let values: &mut [f32] = x.storage_mut();
         values.par_chunks_mut(1 << 14).for_each(simd::gelu_tanh);
         x
+    }
+
+    fn dropout_mask(
+        shape: Shape,
+        keep: f64,
+        device: &Device<Flex>,
+        dtype: FloatDType,
+    ) -> FlexTensor {
+        if dtype != FloatDType::F32 {
+            return dropout::mask_default::<Flex>(shape, keep, device, dtype);
+        }
+        let seed = dropout::draw_seed::<Flex>(device);
+        let (threshold, scale) = (dropout::threshold(keep), (1.0 / keep) as f32);
+        let mut mask = vec![0f32; shape.num_elements()];
+        const CHUNK: usize = 1 << 14;
+        mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+            dropout::fill(out, seed, (c * CHUNK) as u64, threshold, scale);
+        });
+        FlexTensor::from_data(TensorData::new(mask, shape))
+    }
+
+    fn adamw_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        moment_1: FlexTensor,
+        moment_2: FlexTensor,
+        step: AdamWStep,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let all_f32 = [&param, &grad, &moment_1, &moment_2]
+            .iter()
+            .all(|t| t.dtype() == DType::F32);
+        if !all_f32 {
+            return adamw::step_default::<Flex>(param, grad, moment_1, moment_2, step);
+        }
+        let (mut p, g) = (contiguous(param), contiguous(grad));
+        let (mut m, mut v) = (contiguous(moment_1), contiguous(moment_2));
+        let sizes = [&p, &g, &m, &v].map(|t| t.layout().num_elements());
+        assert!(
+            sizes.iter().all(|&n| n == sizes[0]),
+            "AdamW: parameter, gradient and moments differ in size: {sizes:?}"
+        );
+        let c = step.coefficients();
+        let gs: &[f32] = g.storage();
+        // Copy-on-write: in place when the optimizer held the only references.
+        let (ps, ms, vs): (&mut [f32], &mut [f32], &mut [f32]) =
+            (p.storage_mut(), m.storage_mut(), v.storage_mut());
+        const CHUNK: usize = 1 << 14;
+        (ps.par_chunks_mut(CHUNK))
+            .zip(gs.par_chunks(CHUNK))
+            .zip(ms.par_chunks_mut(CHUNK))
+            .zip(vs.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| simd::adamw(p, g, m, v, &c));
+        (p, m, v)
     }
 
     fn run_pass<R: Send>(pass: impl FnOnce() -> R + Send) -> R {

@@ -10,6 +10,12 @@
 //! | [`KernelBackend::lm_head_logits`] (`h · wteᵀ`) | matmul | gemm into a fresh buffer (Flex's matmul zero-fills and copies its output) | matmul's |
 //! | [`KernelBackend::lm_head_nll`] (the two above) | both | both | one node: cross-entropy's in place, then `dh = g · wte`, `dwte = gᵀ · h` |
 //!
+//! Training's optimizer runs one op on the inner backend (no backward):
+//!
+//! | op | default | Flex |
+//! |----|---------|------|
+//! | [`KernelBackend::adamw_step`] (one parameter's AdamW update) | Burn's `AdamW`: a dozen tensor ops, a buffer each | one vectorised pass over parameter, gradient and moments, in place |
+//!
 //! Generation (`llm-infer`) adds inference-only ops (no backward); wgpu and CUDA override
 //! `linear_nt` only, to work around a Burn fusion bug at one row (`infer::linear_nt_fused_gpu`):
 //!
@@ -18,14 +24,17 @@
 //! | [`KernelBackend::linear_nt`] (`x · wᵀ + b`, `w` as `[out, in]`) | matmul | a few rows: one pass over `w`, 16-lane dot products, rows of `w` across threads ([`gemv`]); many rows: gemm |
 //! | [`KernelBackend::linear_q8`] (the same with [`Q8Matrix`] weights) | dequantize, then `linear_nt` | activations quantized per step, int8 dot products (VNNI / AVX2 / scalar); many rows: a band of weight rows dequantized at a time, gemm |
 //! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign` + Burn's attention per sequence | written in place; every (sequence, query head) in parallel, grouped heads reading their shared keys; f16 widened in registers |
+//! | [`KernelBackend::dropout_mask`] (training's masks; a constant under `Autodiff`) | Burn's Bernoulli draw, one ChaCha step an element | one seed from the RNG, each element's index hashed with it, in parallel |
 //! | [`KernelBackend::gelu_tanh`] | `x / (1 + e^(−2·√(2/π)·(x + 0.044715·x³)))` in tensor ops | one vectorised pass, in place |
 //! | [`KernelBackend::run_pass`] (where a forward pass runs) | the caller's thread | a thread of the rayon pool |
 //!
 //! Adding an op: a method here with its default body, an override in [`flex`] if it pays,
 //! and a `Backward` in the `Autodiff` impl if it trains.
 
+mod adamw;
 mod cpu;
 mod cross_entropy;
+mod dropout;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
@@ -34,6 +43,7 @@ mod infer;
 pub mod q8;
 pub mod simd;
 
+pub use adamw::AdamWStep;
 pub use cpu::{host_summary, kernel_level, KERNELS_ENV};
 pub use infer::Segment;
 pub use q8::{Q8Matrix, Q8_BLOCK};
@@ -42,6 +52,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Device, FloatDType, Shape};
 
 pub use cross_entropy::nll_composite;
 
@@ -89,6 +100,34 @@ pub trait KernelBackend: Backend {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         cross_entropy::backward_default::<Self>(logits, targets, lse, grad)
+    }
+
+    /// A dropout mask of `shape`: each element `1 / keep` with probability `keep`, else 0,
+    /// drawn from this backend's seeded RNG. A constant of the graph (no gradient flows
+    /// into it). The default is Burn's Bernoulli draw; Flex hashes each element's index
+    /// with one seed from the RNG, in parallel ([`dropout`]).
+    fn dropout_mask(
+        shape: Shape,
+        keep: f64,
+        device: &Device<Self>,
+        dtype: FloatDType,
+    ) -> FloatTensor<Self> {
+        dropout::mask_default::<Self>(shape, keep, device, dtype)
+    }
+
+    /// One AdamW update ([`AdamWStep`]) of `param` by `grad`, moving the moments `moment_1`
+    /// and `moment_2` (zeros before the first update): `(param, moment_1, moment_2)` after
+    /// it, the same shapes. The default is Burn's `AdamW` in tensor ops; Flex makes one
+    /// pass, in place where it holds the only reference. Not differentiable: optimizers
+    /// run it on the inner backend.
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        adamw::step_default::<Self>(param, grad, moment_1, moment_2, step)
     }
 
     /// `x [m, k] · weightᵀ + bias` for `weight [n, k]` (one row per output, as
@@ -164,6 +203,15 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
         targets: IntTensor<Self>,
     ) -> FloatTensor<Self> {
         cross_entropy::lm_head_nll_autodiff::<B, C>(hidden, weight, targets)
+    }
+
+    fn dropout_mask(
+        shape: Shape,
+        keep: f64,
+        device: &Device<Self>,
+        dtype: FloatDType,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::dropout_mask(shape, keep, device, dtype))
     }
 }
 

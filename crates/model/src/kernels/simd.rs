@@ -4,6 +4,7 @@
 //! The loops are written over fixed lanes so that LLVM vectorises them; `exp` is
 //! branch-free (Cephes' `expf`: `2^k · p(r)`, relative error about 1e-7).
 
+use super::adamw::{self, Coefficients};
 use super::cpu::{level, Level};
 
 const LANES: usize = 16;
@@ -84,6 +85,14 @@ fn gelu_tanh_lanes(row: &mut [f32]) {
     }
 }
 
+/// One AdamW update over a run of elements ([`adamw::update`] each), in place.
+#[inline(always)]
+fn adamw_lanes(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &Coefficients) {
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        (*p, *m, *v) = adamw::update(*p, g, *m, *v, c);
+    }
+}
+
 /// One module of entry points per instruction set; each inlines the lane loops above.
 macro_rules! compiled_for {
     ($name:ident, $features:literal) => {
@@ -104,6 +113,16 @@ macro_rules! compiled_for {
             #[target_feature(enable = $features)]
             pub fn gelu_tanh(row: &mut [f32]) {
                 super::gelu_tanh_lanes(row)
+            }
+            #[target_feature(enable = $features)]
+            pub fn adamw(
+                p: &mut [f32],
+                g: &[f32],
+                m: &mut [f32],
+                v: &mut [f32],
+                c: &super::Coefficients,
+            ) {
+                super::adamw_lanes(p, g, m, v, c)
             }
         }
     };
@@ -162,6 +181,19 @@ pub fn gelu_tanh(row: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { avx2::gelu_tanh(row) },
         _ => gelu_tanh_lanes(row),
+    }
+}
+
+/// One AdamW update of parameters `p` with gradients `g` and moments `m`, `v`, in place
+/// (all four the same length).
+pub(crate) fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &Coefficients) {
+    match level() {
+        // SAFETY: as in `max`.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 | Level::Avx512Vnni => unsafe { avx512::adamw(p, g, m, v, c) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { avx2::adamw(p, g, m, v, c) },
+        _ => adamw_lanes(p, g, m, v, c),
     }
 }
 

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
-use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor};
 use llm_bpe::Tokenizer;
 use llm_data::spam::{balanced, load_sms, split_spam, SpamBatch, SpamBatcher, SpamDataset};
@@ -295,7 +294,7 @@ impl<B: KernelAutodiff> Task<B> for Classify<B> {
 }
 
 /// The label and its probability for each text, from a classifier checkpoint's model.
-pub fn predict<B: Backend>(
+pub fn predict<B: KernelBackend>(
     model: &Classifier<B>,
     info: &ClassifierInfo,
     tokenizer: &Tokenizer,

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::ElementConversion;
 use llm_bpe::Tokenizer;
 use llm_data::{ShardSet, TokenBatches};
@@ -55,7 +54,7 @@ pub(super) fn evaluate<B: KernelBackend>(
 }
 
 /// A sample from the run's fixed prompt.
-pub(super) fn sample<B: Backend>(
+pub(super) fn sample<B: KernelBackend>(
     model: &Gpt<B>,
     tok: &Tokenizer,
     config: &TrainConfig,
