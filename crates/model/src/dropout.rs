@@ -14,6 +14,9 @@ pub fn dropout<B: KernelBackend, const D: usize>(layer: &Dropout, x: Tensor<B, D
     if layer.prob == 0.0 || !B::ad_enabled(&x.device()) {
         return x;
     }
+    if layer.prob >= 1.0 {
+        return x.zeros_like(); // every element dropped (a mask would scale by 1/0)
+    }
     let mask = B::dropout_mask(x.shape(), 1.0 - layer.prob, &x.device(), x.dtype().into());
     x * Tensor::from_primitive(TensorPrimitive::Float(mask))
 }

@@ -9,6 +9,8 @@
 //! and qemu64 too, so the AVX2 and scalar code paths are checked on every change.
 
 use burn::backend::{Autodiff, Flex, NdArray};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::FloatDType;
 use burn::tensor::{
     backend::Backend, Distribution, ElementConversion, Int, Tensor, TensorData, TensorPrimitive,
 };
@@ -366,11 +368,12 @@ fn adamw_steps<B: KernelBackend>(n: usize, weight_decay: f32) -> Vec<Vec<u32>> {
             .into_primitive()
             .tensor()
     };
-    let (mut p, mut m, mut v) = (
-        row(1),
-        B::float_zeros([1, n].into(), &device, burn::tensor::FloatDType::F32),
-        B::float_zeros([1, n].into(), &device, burn::tensor::FloatDType::F32),
-    );
+    let mut p = row(1);
+    let mut moments = None;
+    let bits = |t: FloatTensor<B>| -> Vec<u32> {
+        let t = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t));
+        t.into_data().iter::<f32>().map(f32::to_bits).collect()
+    };
     for time in 1..=3 {
         let g = B::float_mul_scalar(row(10 + time), burn::tensor::Scalar::Float(1e-2));
         let step = AdamWStep {
@@ -381,15 +384,20 @@ fn adamw_steps<B: KernelBackend>(n: usize, weight_decay: f32) -> Vec<Vec<u32>> {
             weight_decay,
             time,
         };
-        (p, m, v) = B::adamw_step(p, g, m, v, step);
+        // Keep references: the update must leave shared buffers alone (copy on write).
+        let kept = (p.clone(), moments.clone());
+        let before = (bits(kept.0.clone()), kept.1.clone().map(|(m, _)| bits(m)));
+        let (p_new, m, v) = B::adamw_step(p, g, moments, step);
+        assert_eq!(bits(kept.0), before.0, "the shared parameter was written");
+        assert_eq!(
+            kept.1.map(|(m, _)| bits(m)),
+            before.1,
+            "a shared moment was written"
+        );
+        (p, moments) = (p_new, Some((m, v)));
     }
-    [p, m, v]
-        .into_iter()
-        .map(|t| {
-            let t = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t));
-            t.into_data().iter::<f32>().map(f32::to_bits).collect()
-        })
-        .collect()
+    let (m, v) = moments.unwrap();
+    vec![bits(p), bits(m), bits(v)]
 }
 
 /// Flex's one-pass AdamW (AVX-512, AVX2 or baseline, as the CPU allows) gives the
@@ -416,8 +424,8 @@ fn flex_adamw_equals_the_default_bit_for_bit() {
 }
 
 /// Flex's dropout masks: values 0 or 1/keep, the kept share near `keep`, the same mask
-/// after the same seed and another after another seed; the default (NdArray) draws the
-/// same kind of mask.
+/// after the same seed, another after another seed or on the next draw; the default
+/// (NdArray) draws the same kind of mask.
 #[test]
 fn dropout_masks_keep_the_share_and_follow_the_seed() {
     fn mask<B: KernelBackend>(seed: u64, keep: f64) -> Vec<f32> {
@@ -451,6 +459,44 @@ fn dropout_masks_keep_the_share_and_follow_the_seed() {
             "the same seed gives the same mask"
         );
         assert!(a != mask::<Flex>(2, keep), "another seed, another mask");
+        let device = Default::default();
+        Flex::seed(&device, 1);
+        let draw = || Flex::dropout_mask([10, 10].into(), keep, &device, FloatDType::F32);
+        let (first, second) = (draw(), draw());
+        let values = |m| Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(m)).into_data();
+        assert_ne!(values(first), values(second), "each mask draws a new seed");
         check("NdArray", &mask::<NdArray>(1, keep), keep);
     }
+}
+
+/// `llm_model::dropout`: the identity without autodiff or at p = 0, zeros at p = 1, and
+/// under autodiff `x · mask` whose gradient is the mask (a constant of the graph).
+#[test]
+fn dropout_multiplies_by_a_constant_mask_only_while_training() {
+    use burn::nn::DropoutConfig;
+    type A = Autodiff<Flex>;
+    let device = Default::default();
+    let x = Tensor::<Flex, 2>::ones([40, 50], &device);
+    let half = DropoutConfig::new(0.5).init();
+    let same = |a: Tensor<Flex, 2>, b: Tensor<Flex, 2>| a.into_data() == b.into_data();
+    assert!(
+        same(llm_model::dropout(&half, x.clone()), x.clone()),
+        "evaluation"
+    );
+    let xa = Tensor::<A, 2>::ones([40, 50], &device).require_grad();
+    let none = DropoutConfig::new(0.0).init();
+    assert!(
+        same(llm_model::dropout(&none, xa.clone()).inner(), x.clone()),
+        "p = 0"
+    );
+    let all = DropoutConfig::new(1.0).init();
+    let zeros = llm_model::dropout(&all, xa.clone()).inner();
+    assert!(same(zeros, x.zeros_like()), "p = 1");
+    let y = llm_model::dropout(&half, xa.clone());
+    let grads = y.clone().sum().backward();
+    let grad = xa.grad(&grads).unwrap();
+    assert!(
+        same(grad, y.inner()),
+        "the gradient of x · mask is the mask"
+    );
 }

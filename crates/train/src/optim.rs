@@ -173,14 +173,7 @@ impl<B: KernelBackend> SimpleOptimizer<B> for FusedAdamW {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        let (time, moment_1, moment_2) = match state {
-            Some(s) => (
-                s.momentum.time + 1,
-                s.momentum.moment_1,
-                s.momentum.moment_2,
-            ),
-            None => (1, grad.zeros_like(), grad.zeros_like()),
-        };
+        let time = state.as_ref().map_or(1, |s| s.momentum.time + 1);
         let step = AdamWStep {
             lr,
             beta_1: self.beta_1,
@@ -190,13 +183,8 @@ impl<B: KernelBackend> SimpleOptimizer<B> for FusedAdamW {
             time,
         };
         let float = |t: Tensor<B, D>| t.into_primitive().tensor();
-        let (param, moment_1, moment_2) = B::adamw_step(
-            float(tensor),
-            float(grad),
-            float(moment_1),
-            float(moment_2),
-            step,
-        );
+        let moments = state.map(|s| (float(s.momentum.moment_1), float(s.momentum.moment_2)));
+        let (param, moment_1, moment_2) = B::adamw_step(float(tensor), float(grad), moments, step);
         let tensor = |t| Tensor::from_primitive(TensorPrimitive::Float(t));
         let momentum = AdaptiveMomentumState::new(time, tensor(moment_1), tensor(moment_2));
         (tensor(param), Some(AdamWState::new(momentum)))

@@ -28,9 +28,11 @@ pub struct AdamWStep {
     pub time: usize,
 }
 
-/// The per-element constants of one update, in f32 as Burn rounds them.
+/// The per-element constants of one update, in f32 as Burn rounds them for f32 tensors.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Coefficients {
+    /// The first update: the moments start at `(1 − β1)·g` and `(1 − β2)·g²`.
+    first: bool,
     beta_1: f32,
     factor_1: f32,
     beta_2: f32,
@@ -38,16 +40,22 @@ pub(crate) struct Coefficients {
     correction_1: f32,
     correction_2: f32,
     epsilon: f32,
-    /// `1 − lr·wd`, or `None` without weight decay (the parameter is not multiplied).
+    /// `1 − lr·wd`, or `None` when `lr·wd = 0` (as Burn tests it: no multiply at all).
     decay: Option<f32>,
     lr: f32,
 }
 
 impl AdamWStep {
+    /// `lr · wd`: Burn skips the decay when it is 0.
+    fn decay_rate(&self) -> f64 {
+        self.lr * self.weight_decay as f64
+    }
+
     pub(crate) fn coefficients(&self) -> Coefficients {
         let time = self.time as i32;
-        let decay_rate = self.lr * self.weight_decay as f64;
+        let decay_rate = self.decay_rate();
         Coefficients {
+            first: self.time == 1,
             beta_1: self.beta_1,
             factor_1: 1.0 - self.beta_1,
             beta_2: self.beta_2,
@@ -61,11 +69,16 @@ impl AdamWStep {
     }
 }
 
-/// The update of one element: `(p, m, v)` after it.
+/// The update of one element: `(p, m, v)` after it (`m`, `v` are unread on the first).
 #[inline(always)]
 pub(crate) fn update(p: f32, g: f32, m: f32, v: f32, c: &Coefficients) -> (f32, f32, f32) {
-    let m = m * c.beta_1 + g * c.factor_1;
-    let v = v * c.beta_2 + g * g * c.factor_2;
+    let (m, v) = match c.first {
+        true => (g * c.factor_1, g * g * c.factor_2),
+        false => (
+            m * c.beta_1 + g * c.factor_1,
+            v * c.beta_2 + g * g * c.factor_2,
+        ),
+    };
     let delta = (m / c.correction_1) / ((v / c.correction_2).sqrt() + c.epsilon);
     let decayed = match c.decay {
         Some(d) => p * d,
@@ -74,26 +87,35 @@ pub(crate) fn update(p: f32, g: f32, m: f32, v: f32, c: &Coefficients) -> (f32, 
     (decayed - delta * c.lr, m, v)
 }
 
-/// The generic default: Burn's tensor ops, as Burn's `AdamW` orders them.
+/// The generic default: Burn's `AdamW` op for op, its scalars passed as Burn passes them
+/// (f64, rounded by the backend to the tensors' type).
 pub(super) fn step_default<B: Backend>(
     param: FloatTensor<B>,
     grad: FloatTensor<B>,
-    moment_1: FloatTensor<B>,
-    moment_2: FloatTensor<B>,
+    moments: Option<(FloatTensor<B>, FloatTensor<B>)>,
     step: AdamWStep,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let c = step.coefficients();
-    let scale = |x: FloatTensor<B>, s: f32| B::float_mul_scalar(x, Scalar::Float(s as f64));
-    let m = B::float_add(scale(moment_1, c.beta_1), scale(grad.clone(), c.factor_1));
-    let g2 = B::float_mul(grad.clone(), grad);
-    let v = B::float_add(scale(moment_2, c.beta_2), scale(g2, c.factor_2));
-    let m_hat = B::float_div_scalar(m.clone(), Scalar::Float(c.correction_1 as f64));
-    let v_hat = B::float_div_scalar(v.clone(), Scalar::Float(c.correction_2 as f64));
-    let denominator = B::float_add_scalar(B::float_sqrt(v_hat), Scalar::Float(c.epsilon as f64));
-    let delta = B::float_div(m_hat, denominator);
-    let decayed = match c.decay {
-        Some(d) => scale(param, d),
-        None => param,
+    let scale = |x: FloatTensor<B>, s: f64| B::float_mul_scalar(x, Scalar::Float(s));
+    let (b1, b2) = (step.beta_1, step.beta_2);
+    let m_new = scale(grad.clone(), (1.0 - b1) as f64);
+    let v_new = scale(B::float_mul(grad.clone(), grad), (1.0 - b2) as f64);
+    let (m, v) = match moments {
+        Some((m, v)) => (
+            B::float_add(scale(m, b1 as f64), m_new),
+            B::float_add(scale(v, b2 as f64), v_new),
+        ),
+        None => (m_new, v_new),
     };
-    (B::float_sub(decayed, scale(delta, c.lr)), m, v)
+    let time = step.time as i32;
+    let m_hat = B::float_div_scalar(m.clone(), Scalar::Float((1.0 - b1.powi(time)) as f64));
+    let v_hat = B::float_div_scalar(v.clone(), Scalar::Float((1.0 - b2.powi(time)) as f64));
+    let epsilon = Scalar::Float(step.epsilon as f64);
+    let delta = B::float_div(m_hat, B::float_add_scalar(B::float_sqrt(v_hat), epsilon));
+    let rate = step.decay_rate();
+    let decayed = if rate == 0.0 {
+        param
+    } else {
+        scale(param, 1.0 - rate)
+    };
+    (B::float_sub(decayed, scale(delta, step.lr)), m, v)
 }

@@ -24,6 +24,7 @@ pub(super) fn mask_default<B: Backend>(
 }
 
 /// One 53-bit seed from the backend's RNG (so `Backend::seed` still decides the masks).
+/// It reads the seed back to the host: for CPU backends only.
 pub(super) fn draw_seed<B: Backend>(device: &B::Device) -> u64 {
     let seed: IntTensor<B> = B::int_random(
         Shape::new([1]),

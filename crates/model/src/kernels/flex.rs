@@ -20,6 +20,9 @@ use super::{adamw, cross_entropy, dropout, infer, simd, AdamWStep, KernelBackend
 /// shapes (1.2× to 7× there), and gemm ahead on the MLP's first layer at 64.
 const GEMV_MAX_ROWS: usize = 32;
 
+/// Elements per parallel task in the element-wise training kernels (AdamW, dropout).
+const CHUNK: usize = 1 << 14;
+
 /// The same switch for int8 weights (measured at 16 rows when the int8 kernels were written).
 const GEMV_Q8_MAX_ROWS: usize = 16;
 
@@ -185,7 +188,6 @@ impl KernelBackend for Flex {
         let seed = dropout::draw_seed::<Flex>(device);
         let (threshold, scale) = (dropout::threshold(keep), (1.0 / keep) as f32);
         let mut mask = vec![0f32; shape.num_elements()];
-        const CHUNK: usize = 1 << 14;
         mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
             dropout::fill(out, seed, (c * CHUNK) as u64, threshold, scale);
         });
@@ -195,21 +197,27 @@ impl KernelBackend for Flex {
     fn adamw_step(
         param: FlexTensor,
         grad: FlexTensor,
-        moment_1: FlexTensor,
-        moment_2: FlexTensor,
+        moments: Option<(FlexTensor, FlexTensor)>,
         step: AdamWStep,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let all_f32 = [&param, &grad, &moment_1, &moment_2]
-            .iter()
-            .all(|t| t.dtype() == DType::F32);
-        if !all_f32 {
-            return adamw::step_default::<Flex>(param, grad, moment_1, moment_2, step);
+        let moment_f32 = moments
+            .as_ref()
+            .is_none_or(|(m, v)| m.dtype() == DType::F32 && v.dtype() == DType::F32);
+        if param.dtype() != DType::F32 || grad.dtype() != DType::F32 || !moment_f32 {
+            return adamw::step_default::<Flex>(param, grad, moments, step);
         }
         let (mut p, g) = (contiguous(param), contiguous(grad));
-        let (mut m, mut v) = (contiguous(moment_1), contiguous(moment_2));
+        let n = p.layout().num_elements();
+        // Fresh moments are written before they are read (`Coefficients::first`).
+        let fresh =
+            || FlexTensor::from_data(TensorData::new(vec![0f32; n], p.layout().shape().clone()));
+        let (mut m, mut v) = match moments {
+            Some((m, v)) => (contiguous(m), contiguous(v)),
+            None => (fresh(), fresh()),
+        };
         let sizes = [&p, &g, &m, &v].map(|t| t.layout().num_elements());
         assert!(
-            sizes.iter().all(|&n| n == sizes[0]),
+            sizes.iter().all(|&k| k == n),
             "AdamW: parameter, gradient and moments differ in size: {sizes:?}"
         );
         let c = step.coefficients();
@@ -217,7 +225,6 @@ impl KernelBackend for Flex {
         // Copy-on-write: in place when the optimizer held the only references.
         let (ps, ms, vs): (&mut [f32], &mut [f32], &mut [f32]) =
             (p.storage_mut(), m.storage_mut(), v.storage_mut());
-        const CHUNK: usize = 1 << 14;
         (ps.par_chunks_mut(CHUNK))
             .zip(gs.par_chunks(CHUNK))
             .zip(ms.par_chunks_mut(CHUNK))

@@ -10,11 +10,12 @@
 //! | [`KernelBackend::lm_head_logits`] (`h · wteᵀ`) | matmul | gemm into a fresh buffer (Flex's matmul zero-fills and copies its output) | matmul's |
 //! | [`KernelBackend::lm_head_nll`] (the two above) | both | both | one node: cross-entropy's in place, then `dh = g · wte`, `dwte = gᵀ · h` |
 //!
-//! Training's optimizer runs one op on the inner backend (no backward):
+//! Training adds two ops without a backward: the optimizer's update (on the inner backend) and dropout's masks:
 //!
 //! | op | default | Flex |
 //! |----|---------|------|
 //! | [`KernelBackend::adamw_step`] (one parameter's AdamW update) | Burn's `AdamW`: a dozen tensor ops, a buffer each | one vectorised pass over parameter, gradient and moments, in place |
+//! | [`KernelBackend::dropout_mask`] (training's masks; a constant under `Autodiff`) | Burn's Bernoulli draw from the backend's RNG | one seed from the RNG, each element's index hashed with it, in parallel |
 //!
 //! Generation (`llm-infer`) adds inference-only ops (no backward); wgpu and CUDA override
 //! `linear_nt` only, to work around a Burn fusion bug at one row (`infer::linear_nt_fused_gpu`):
@@ -24,7 +25,6 @@
 //! | [`KernelBackend::linear_nt`] (`x · wᵀ + b`, `w` as `[out, in]`) | matmul | a few rows: one pass over `w`, 16-lane dot products, rows of `w` across threads ([`gemv`]); many rows: gemm |
 //! | [`KernelBackend::linear_q8`] (the same with [`Q8Matrix`] weights) | dequantize, then `linear_nt` | activations quantized per step, int8 dot products (VNNI / AVX2 / scalar); many rows: a band of weight rows dequantized at a time, gemm |
 //! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign` + Burn's attention per sequence | written in place; every (sequence, query head) in parallel, grouped heads reading their shared keys; f16 widened in registers |
-//! | [`KernelBackend::dropout_mask`] (training's masks; a constant under `Autodiff`) | Burn's Bernoulli draw, one ChaCha step an element | one seed from the RNG, each element's index hashed with it, in parallel |
 //! | [`KernelBackend::gelu_tanh`] | `x / (1 + e^(−2·√(2/π)·(x + 0.044715·x³)))` in tensor ops | one vectorised pass, in place |
 //! | [`KernelBackend::run_pass`] (where a forward pass runs) | the caller's thread | a thread of the rayon pool |
 //!
@@ -115,19 +115,18 @@ pub trait KernelBackend: Backend {
         dropout::mask_default::<Self>(shape, keep, device, dtype)
     }
 
-    /// One AdamW update ([`AdamWStep`]) of `param` by `grad`, moving the moments `moment_1`
-    /// and `moment_2` (zeros before the first update): `(param, moment_1, moment_2)` after
-    /// it, the same shapes. The default is Burn's `AdamW` in tensor ops; Flex makes one
-    /// pass, in place where it holds the only reference. Not differentiable: optimizers
-    /// run it on the inner backend.
+    /// One AdamW update ([`AdamWStep`]) of `param` by `grad`, from the moments
+    /// `(moment_1, moment_2)` (`None` before the first update): `(param, moment_1,
+    /// moment_2)` after it, the same shapes. The default is Burn's `AdamW` in tensor ops;
+    /// Flex makes one pass, in place where it holds the only reference. Optimizers run it
+    /// on the inner backend (`Autodiff` passes it there: no graph).
     fn adamw_step(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
+        moments: Option<(FloatTensor<Self>, FloatTensor<Self>)>,
         step: AdamWStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        adamw::step_default::<Self>(param, grad, moment_1, moment_2, step)
+        adamw::step_default::<Self>(param, grad, moments, step)
     }
 
     /// `x [m, k] · weightᵀ + bias` for `weight [n, k]` (one row per output, as
@@ -212,6 +211,26 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
         dtype: FloatDType,
     ) -> FloatTensor<Self> {
         Self::from_inner(B::dropout_mask(shape, keep, device, dtype))
+    }
+
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moments: Option<(FloatTensor<Self>, FloatTensor<Self>)>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let inner = |(m, v)| (Self::inner(m), Self::inner(v));
+        let (p, m, v) = B::adamw_step(
+            Self::inner(param),
+            Self::inner(grad),
+            moments.map(inner),
+            step,
+        );
+        (
+            Self::from_inner(p),
+            Self::from_inner(m),
+            Self::from_inner(v),
+        )
     }
 }
 
