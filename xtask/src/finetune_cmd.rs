@@ -174,6 +174,7 @@ pub fn finetune(args: FinetuneArgs) -> Result<bool> {
         progress: std::io::stderr().is_terminal(),
         stop_at_step: args.stop_at_step,
         after_eval: Some(crate::pretrain_cmd::plot_after_eval()),
+        cluster: Default::default(),
     };
     let task = recipe.task.clone();
     let backend = resolved.backend;

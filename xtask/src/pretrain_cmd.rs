@@ -39,6 +39,42 @@ pub struct PretrainArgs {
     /// The Burn backend to train on (see `cargo xtask backends`).
     #[arg(long, default_value_t = crate::model_cmd::default_backend())]
     backend: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Training on several machines: one process per node, as with torchrun (see
+/// docs/train.md, "Several machines").
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// Nodes (processes) in the run, each with `run.devices` devices.
+    #[arg(long, default_value_t = 1, value_parser = crate::args::positive)]
+    nodes: usize,
+    /// This node, from 0 to N-1; node 0 hosts the coordinator, evaluates and saves.
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// HOST:PORT of node 0's coordinator, the same on every node.
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: Option<String>,
+    /// HOST:PORT where the other nodes reach this one (default on one machine: the
+    /// coordinator's host, its port + 1 + rank).
+    #[arg(long, value_name = "HOST:PORT")]
+    node_address: Option<String>,
+    /// Seconds to wait for the other nodes at any exchange before stopping with an error.
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = crate::args::positive)]
+    collective_timeout: usize,
+}
+
+impl ClusterArgs {
+    fn cluster(&self) -> llm_train::Cluster {
+        llm_train::Cluster {
+            nodes: self.nodes,
+            rank: self.node_rank,
+            coordinator: self.coordinator.clone(),
+            node_address: self.node_address.clone(),
+            timeout: std::time::Duration::from_secs(self.collective_timeout as u64),
+        }
+    }
 }
 
 const DEFAULT_CONFIG: &str = "configs/shakespeare-small.json";
@@ -127,6 +163,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<bool> {
         progress: std::io::stderr().is_terminal(),
         stop_at_step: args.stop_at_step,
         after_eval: Some(crate::pretrain_cmd::plot_after_eval()),
+        cluster: args.cluster.cluster(),
     };
     let summary = run_autodiff_on(backend, Job { config, options })??;
     let s = &summary;

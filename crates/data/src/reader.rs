@@ -280,6 +280,14 @@ impl TokenBatches {
         Ok((inputs, targets))
     }
 
+    /// Moves past the next batch without reading it (another process trains on it); the
+    /// stream goes on exactly as if it had been read.
+    pub fn skip_batch(&mut self) {
+        for _ in 0..self.state.batch_size {
+            self.next_row_start();
+        }
+    }
+
     /// The next batch as tensors.
     pub fn next_batch<B: Backend>(&mut self, device: &B::Device) -> Result<NextTokenBatch<B>> {
         let (inputs, targets) = self.next_rows()?;

@@ -130,7 +130,7 @@ fn many_documents_are_split_whole_and_the_output_is_repeatable() {
 }
 
 #[test]
-fn random_and_sequential_batches_resume_exactly() {
+fn random_and_sequential_batches_resume_and_skip_exactly() {
     let dir = tempfile::tempdir().unwrap();
     run_prepare(&[asset("tinyshakespeare.txt")], dir.path(), &small_shards()).unwrap();
     for make in [TokenBatches::random, TokenBatches::sequential] {
@@ -160,6 +160,15 @@ fn random_and_sequential_batches_resume_exactly() {
             TokenBatches::restore(ShardSet::open(dir.path(), "train").unwrap(), state).unwrap();
         let rest: Vec<_> = (17..40).map(|_| resumed.next_rows().unwrap()).collect();
         assert_eq!(rest, straight[17..]);
+        // A node that skips the other node's batches reads exactly its own share.
+        let mut tb = make(ShardSet::open(dir.path(), "train").unwrap(), 4, 64, 7).unwrap();
+        let mut mine = Vec::new();
+        for _ in 0..20 {
+            tb.skip_batch();
+            mine.push(tb.next_rows().unwrap());
+        }
+        let odd: Vec<_> = straight.iter().skip(1).step_by(2).cloned().collect();
+        assert_eq!(mine, odd, "skipping moves the stream on as reading does");
     }
 }
 

@@ -16,7 +16,8 @@
 //!   ([`learning_rate`]); global-norm gradient clipping; gradient accumulation to a token
 //!   budget per step; periodic evaluation (val loss, perplexity) and samples on
 //!   `model.valid()`; NaN detection; a stop flag for Ctrl-C; data-parallel training over
-//!   `run.devices` devices with Burn's collective all-reduce ([`devices`]).
+//!   `run.devices` devices with Burn's collective all-reduce ([`devices`]), and across
+//!   several processes or machines ([`Cluster`], Burn's global collective).
 //! - Faults: a non-finite loss, gradient norm, validation loss or weight stops the run
 //!   before anything is saved ([`TrainError::Diverged`]), and every checkpoint is checked
 //!   to be sound before it is written; an optional spike guard ([`GuardConfig`], llm.c's
@@ -31,6 +32,7 @@
 //! Why a custom loop and not Burn's `Learner`: step-based checkpoints and exact resume,
 //! global-norm clipping and parameter groups are not available there in 0.21.
 
+mod cluster;
 mod config;
 mod error;
 pub mod finetune;
@@ -46,6 +48,7 @@ pub mod tensorboard;
 pub mod trainable;
 mod trainer;
 
+pub use cluster::Cluster;
 pub use config::{
     apply_overrides, DataConfig, GuardAction, GuardConfig, LoopConfig, ModelConfig,
     OptimizerConfig, RunConfig, ScheduleConfig, TrainConfig,

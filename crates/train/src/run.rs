@@ -10,6 +10,7 @@
 //!   data/                        shards prepared from `data.inputs`
 //!   checkpoints/step_00000200.ckpt, …, best.ckpt   (llm_model::CheckpointDir)
 //!   .lock                        held while a process trains here
+//!   node-1/, …                   the other nodes' own logs and data (multi-node runs)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,16 @@ impl RunDir {
             created,
             _lock: lock,
         })
+    }
+
+    /// The directory of node `rank` (> 0) of a multi-node run whose node 0 trains in
+    /// `lead`: `lead/node-RANK/`, its own and locked, for its logs and prepared data. Its
+    /// checkpoints are the run's, in `lead/checkpoints/` (node 0 writes them; on several
+    /// machines the directory is shared or copied).
+    pub fn follower(lead: &Path, rank: usize) -> Result<Self> {
+        let mut run = Self::open(&lead.join(format!("node-{rank}")))?;
+        run.checkpoints = CheckpointDir::of_run(lead);
+        Ok(run)
     }
 
     pub fn root(&self) -> &Path {

@@ -69,6 +69,12 @@ pub trait Task<B: KernelAutodiff> {
     fn tokens_per_batch(&self) -> usize;
     /// The next training micro-batch, in a fixed order that depends only on the seed.
     fn next_batch(&mut self, device: &B::Device) -> Result<<Self::Model as Objective<B>>::Batch>;
+    /// Moves past the next training micro-batch, which another node trains on. The
+    /// default makes the batch and drops it; a task whose stream can skip without reading
+    /// overrides it.
+    fn skip_batch(&mut self, device: &B::Device) -> Result<()> {
+        self.next_batch(device).map(drop)
+    }
     /// Where the stream of training batches is, for the checkpoint.
     fn position(&self) -> Value;
     /// Continues the stream from a saved position; an error if it does not fit this recipe.

@@ -27,6 +27,8 @@ const CHUNK: usize = 1 << 14;
 const GEMV_Q8_MAX_ROWS: usize = 16;
 
 impl KernelBackend for Flex {
+    const ON_CPU: bool = true;
+
     fn lm_head_logits(hidden: FlexTensor, weight: FlexTensor) -> FlexTensor {
         if hidden.dtype() != DType::F32 || weight.dtype() != DType::F32 {
             return Flex::float_matmul(hidden, Flex::float_transpose(weight));

@@ -59,6 +59,10 @@ pub use cross_entropy::nll_composite;
 /// Burn's `Backend` with llm-e2e's own ops. Every backend llm-e2e compiles in implements
 /// it (see the impls below); a new backend needs one line.
 pub trait KernelBackend: Backend {
+    /// Whether the backend computes on the host's CPU, whose one device several
+    /// data-parallel peers may share (each then uses a share of the cores).
+    const ON_CPU: bool = false;
+
     /// Cross-entropy of each row of `logits [n, vocab]` against `targets [n]`:
     /// `log Σ exp(logits) − logits[target]`, and `0` where the target is negative
     /// (ignored). Returns `[n]`. Differentiable on `Autodiff`.
@@ -192,6 +196,8 @@ where
 }
 
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    const ON_CPU: bool = B::ON_CPU;
+
     fn token_nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
         cross_entropy::token_nll_autodiff::<B, C>(logits, targets)
     }
@@ -235,7 +241,9 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
 }
 
 #[cfg(feature = "ndarray")]
-impl KernelBackend for burn::backend::NdArray {}
+impl KernelBackend for burn::backend::NdArray {
+    const ON_CPU: bool = true;
+}
 
 /// Burn's fused GPU backends: the default ops, `linear_nt` with its workaround.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]

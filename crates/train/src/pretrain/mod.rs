@@ -173,6 +173,11 @@ impl<B: KernelAutodiff> Task<B> for Pretrain {
         Ok(self.batches().next_batch::<B>(device)?)
     }
 
+    fn skip_batch(&mut self, _device: &B::Device) -> Result<()> {
+        self.batches().skip_batch();
+        Ok(())
+    }
+
     fn position(&self) -> Value {
         let state = self.batches.as_ref().expect("prepare runs first").state();
         serde_json::to_value(state).expect("position serialises")

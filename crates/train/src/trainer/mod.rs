@@ -22,6 +22,11 @@
 //! non-finite validation loss stops it before anything is saved. Every checkpoint is checked
 //! first (finite weights, and a finite loss on a validation batch), so the checkpoint that
 //! the error names as the last good one is one that works.
+//!
+//! **Several nodes** ([`Cluster`]): every node runs this loop on its share of each step's
+//! micro-batches; node 0 alone evaluates, samples and writes checkpoints, into the run
+//! directory. The other nodes keep their own logs and prepared data in `RUN_DIR/node-R/`
+//! and resume from the run directory's checkpoints.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,11 +39,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use llm_model::KernelAutodiff;
 use llm_model::{Gpt2Config, ModelError};
 
+use crate::cluster::Cluster;
 use crate::config::{GuardAction, LoopConfig};
 use crate::error::{Result, TrainError};
 use crate::guard::SpikeGuard;
 use crate::metrics::{Metrics, MetricsLog};
-use crate::parallel::{self, Replica, Work};
+use crate::parallel::{self, Collective, Replica, Work};
 use crate::run::RunDir;
 use crate::schedule::learning_rate;
 use crate::task::{Evaluation, Task};
@@ -46,8 +52,8 @@ use crate::task::{Evaluation, Task};
 mod setup;
 
 use setup::{
-    check_resumable, ensure_fresh, fresh_state, replicate, restore_state, write_resolved_config,
-    RunState,
+    check_resumable, ensure_fresh, fresh_state, refuse_existing, replicate, restore_state,
+    write_resolved_config, RunState,
 };
 
 /// How to run: where, whether to resume, and how to be stopped.
@@ -68,6 +74,8 @@ pub struct TrainOptions {
     /// Called with the run directory after each evaluation's metrics are logged (the
     /// command line draws the run's plot there). An error is printed, not fatal.
     pub after_eval: Option<EvalHook>,
+    /// This process's place among the run's nodes (one node by default).
+    pub cluster: Cluster,
 }
 
 /// Something to do after each evaluation, given the run directory.
@@ -99,6 +107,7 @@ impl TrainOptions {
             progress: false,
             stop_at_step: None,
             after_eval: None,
+            cluster: Cluster::default(),
         }
     }
 }
@@ -181,7 +190,9 @@ struct Trainer<B: KernelAutodiff, T: Task<B>> {
     run: RunDir,
     devices: Vec<B::Device>,
     replicas: Vec<Replica<B, T::Model>>,
-    /// Micro-batches per optimizer step (a multiple of the number of devices).
+    /// The all-reduce across devices and nodes (inactive with one of each).
+    collective: Collective,
+    /// Micro-batches per optimizer step, over all nodes (a multiple of the run's devices).
     accum: usize,
     step_tokens: usize,
     step: usize,
@@ -207,7 +218,12 @@ pub fn train_task<B: KernelAutodiff, T: Task<B>>(
     if devices.is_empty() {
         return Err(TrainError::Config("no device to train on".into()));
     }
-    let run = RunDir::open(&options.run_dir)?;
+    let cluster = &options.cluster;
+    cluster.validate()?;
+    let run = match cluster.is_lead() {
+        true => RunDir::open(&options.run_dir)?,
+        false => RunDir::follower(&options.run_dir, cluster.rank)?,
+    };
     let (root, created) = (run.root().to_path_buf(), run.created());
     match Trainer::<B, T>::start(task, config, options, run, devices) {
         Ok(trainer) => trainer.run(),
@@ -220,8 +236,16 @@ pub fn train_task<B: KernelAutodiff, T: Task<B>>(
     }
 }
 
-/// Micro-batches per step for `tokens_per_step` (at least one per device, the same number
-/// on each).
+/// `" (node R of N)"` for a node of a multi-node run.
+fn describe_cluster(cluster: &Cluster) -> String {
+    match cluster.is_multi_node() {
+        true => format!(" (node {} of {})", cluster.rank, cluster.nodes),
+        false => String::new(),
+    }
+}
+
+/// Micro-batches per step for `tokens_per_step` (at least one per device of the run, the
+/// same number on each).
 pub(crate) fn accumulation(
     tokens_per_step: Option<usize>,
     micro_tokens: usize,
@@ -253,7 +277,9 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
         });
         match options.resume {
             true => check_resumable(&run, &task)?,
-            false => ensure_fresh(&run, &bar)?,
+            // Node 0 judges the run directory for every node.
+            false if options.cluster.is_lead() => ensure_fresh(&run, &bar)?,
+            false => refuse_existing(&run)?,
         }
         for line in task.prepare(&run)? {
             say(&bar, &line);
@@ -265,10 +291,10 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
         };
         let state = match restored {
             Some(state) => state,
-            None => fresh_state::<B, T>(&mut task, &config, device)?,
+            None => fresh_state::<B, T>(&mut task, &config, &options.cluster, device)?,
         };
         let replicas = replicate(state.model, state.optim, &config, &devices)?;
-        parallel::join::<B>(&devices)?;
+        let collective = Collective::join::<B>(&devices, &options.cluster)?;
         // A resume past max_steps trains nothing: keep the config that the run was made with.
         if state.step < config.schedule.max_steps {
             write_resolved_config(&task.recipe(), &run)?;
@@ -276,17 +302,18 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
         let resumed_at = state.checkpoint.is_some().then_some(state.step);
         let log = MetricsLog::open(&run, resumed_at)?;
         let micro_tokens = task.tokens_per_batch();
-        let accum = accumulation(config.run.tokens_per_step, micro_tokens, devices.len());
+        let accum = accumulation(config.run.tokens_per_step, micro_tokens, collective.world());
         say(
             &bar,
             &format!(
-                "{}; {} tokens per step ({} × {} micro-batches); {} steps on {}",
+                "{}; {} tokens per step ({} × {} micro-batches); {} steps on {}{}",
                 task.describe(),
                 accum * micro_tokens,
                 micro_tokens,
                 accum,
                 config.schedule.max_steps,
-                B::name(device)
+                B::name(device),
+                describe_cluster(&options.cluster)
             ),
         );
         if let Some(b) = &bar {
@@ -299,6 +326,7 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
             run,
             devices,
             replicas,
+            collective,
             accum,
             step_tokens: accum * micro_tokens,
             step: state.step,
@@ -340,13 +368,13 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
             self.after_step(&report)?;
             llm_common::failpoint::check(|| format!("after-step:{}", self.step));
         }
-        if outcome == Outcome::Interrupted && self.step > 0 {
+        if outcome == Outcome::Interrupted && self.step > 0 && self.is_lead() {
             let path = self.run.checkpoints().step_path(self.step);
             if self.last_checkpoint.as_ref() != Some(&path) {
                 self.save_step(None)?;
             }
         }
-        if outcome == Outcome::Finished {
+        if outcome == Outcome::Finished && self.is_lead() {
             self.finish()?;
         }
         Ok(self.summary(outcome))
@@ -373,6 +401,11 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
         &self.replicas[0]
     }
 
+    /// Node 0, which evaluates, samples and saves for the run.
+    fn is_lead(&self) -> bool {
+        self.options.cluster.is_lead()
+    }
+
     /// One optimizer step: the step's micro-batches, forward and backward, then the
     /// update, unless the loss or the gradient norm is not finite (the run stops, nothing
     /// is updated) or the spike guard objects.
@@ -380,7 +413,7 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
         let started = Instant::now();
         let work = self.next_work()?;
         let lr = learning_rate(self.step, &self.config.optimizer, &self.config.schedule);
-        let grads = parallel::gradients(&mut self.replicas, work, self.accum)?;
+        let grads = parallel::gradients(&mut self.replicas, &self.collective, work, self.accum)?;
         let (loss, grad_norm) = (grads.loss, grads.grad_norm);
         for (what, value) in [("the loss", loss), ("the gradient norm", grad_norm)] {
             if !value.is_finite() {
@@ -390,7 +423,7 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
         let skipped = self.judge(loss, grad_norm)?;
         self.guard.record(&self.config.guard, loss, grad_norm);
         if !skipped {
-            parallel::apply(&mut self.replicas, grads, lr)?;
+            parallel::apply(&mut self.replicas, &self.collective, grads, lr)?;
         }
         self.step += 1;
         Ok(StepReport {
@@ -402,15 +435,19 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
         })
     }
 
-    /// The step's micro-batches, in order from the one stream; micro-batch k runs on
-    /// device k % n. Dropout seeds depend only on (seed, step, micro-batch).
+    /// The step's micro-batches, in order from the one stream; micro-batch k runs on the
+    /// run's device k % world (node by node), and a node skips the others' batches without
+    /// reading them. Dropout seeds depend only on (seed, step, micro-batch).
     fn next_work(&mut self) -> Result<Vec<Work<B, T::Model>>> {
-        let (n, accum, seed) = (self.devices.len(), self.accum, self.config.run.seed);
-        let mut work: Vec<Work<B, T::Model>> = (0..n).map(|_| Vec::new()).collect();
+        let (accum, seed) = (self.accum, self.config.run.seed);
+        let mut work: Vec<Work<B, T::Model>> = self.devices.iter().map(|_| Vec::new()).collect();
         for micro in 0..accum {
+            let Some(d) = self.collective.local_index(micro % self.collective.world()) else {
+                self.task.skip_batch(&self.devices[0])?;
+                continue;
+            };
             let dropout_seed =
                 seed ^ ((self.step * accum + micro) as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let d = micro % n;
             work[d].push((dropout_seed, self.task.next_batch(&self.devices[d])?));
         }
         Ok(work)
@@ -462,11 +499,12 @@ impl<B: KernelAutodiff, T: Task<B>> Trainer<B, T> {
         let r = &self.config.run;
         let last = self.step == self.config.schedule.max_steps;
         let due = |n: usize| n > 0 && self.step.is_multiple_of(n);
+        let lead = self.is_lead();
         let (eval, log, sample, save) = (
-            due(r.eval_every) || last,
+            lead && (due(r.eval_every) || last),
             due(r.log_every) || last,
-            due(r.sample_every) || last,
-            due(r.checkpoint_every) || last,
+            lead && (due(r.sample_every) || last),
+            lead && (due(r.checkpoint_every) || last),
         );
         let val = if eval { self.evaluate(report)? } else { None };
         if log || val.is_some() {
@@ -711,7 +749,7 @@ impl<B: KernelAutodiff, T: Task<B>> Drop for Trainer<B, T> {
     /// Leaves the collective (data parallel) and clears the progress bar, however the run
     /// ended.
     fn drop(&mut self) {
-        parallel::leave::<B>(self.devices.len());
+        self.collective.leave::<B>();
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{say, warn};
+use crate::cluster::Cluster;
 use crate::config::LoopConfig;
 use crate::error::{Result, TrainError};
 use crate::guard::SpikeGuard;
@@ -58,15 +59,8 @@ pub(super) struct State<B: KernelAutodiff, T: Task<B>> {
 /// (continue it with `resume`), and the incomplete ones of an attempt killed early are set
 /// aside (renamed `*.corrupt`, never deleted).
 pub(super) fn ensure_fresh(run: &RunDir, bar: &Option<ProgressBar>) -> Result<()> {
-    let ckpts = run.checkpoints();
-    if let Some((checkpoint, info)) = ckpts.newest_complete()? {
-        return Err(TrainError::RunExists {
-            dir: run.root().to_path_buf(),
-            checkpoint,
-            step: info.step().unwrap_or(0),
-        });
-    }
-    for path in ckpts.newest_first()? {
+    refuse_existing(run)?;
+    for path in run.checkpoints().newest_first()? {
         let to = CheckpointDir::set_aside(&path)?;
         warn(
             bar,
@@ -80,15 +74,38 @@ pub(super) fn ensure_fresh(run: &RunDir, bar: &Option<ProgressBar>) -> Result<()
     Ok(())
 }
 
-/// Step 0: the backend RNG seeded with `run.seed`, then the task's fresh model.
+/// A fresh start is refused where the run has a complete checkpoint (every node checks;
+/// node 0 also sets incomplete ones aside, in [`ensure_fresh`]).
+pub(super) fn refuse_existing(run: &RunDir) -> Result<()> {
+    match run.checkpoints().newest_complete()? {
+        Some((checkpoint, info)) => Err(TrainError::RunExists {
+            // The run's directory: node 0's, where the checkpoints are.
+            dir: (run.checkpoints().path().parent())
+                .unwrap_or(run.root())
+                .to_path_buf(),
+            checkpoint,
+            step: info.step().unwrap_or(0),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Step 0: the backend RNG seeded with `run.seed`, then the task's fresh model. On several
+/// nodes its parameter ids are numbered in module order, so that every node's all-reduce
+/// pairs the same tensors (Burn draws them at random; checkpoints keep them).
 pub(super) fn fresh_state<B: KernelAutodiff, T: Task<B>>(
     task: &mut T,
     config: &LoopConfig,
+    cluster: &Cluster,
     device: &B::Device,
 ) -> Result<State<B, T>> {
     B::seed(device, config.run.seed);
+    let model = task.init_model(device)?;
     Ok(State {
-        model: task.init_model(device)?,
+        model: match cluster.is_multi_node() {
+            true => crate::parallel::number_param_ids(model),
+            false => model,
+        },
         optim: GptOptimizer::new(&config.optimizer),
         step: 0,
         best_val: None,
