@@ -141,8 +141,10 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let steps = if quick { 3 } else { 6 };
     let device: burn::tensor::Device<B> = Default::default();
-    // `-- --only gpt2` or `-- --only shakespeare-small` runs one config; `--no-peer` skips PyTorch.
+    // `-- --only gpt2` or `-- --only shakespeare-small` runs one config; `--no-peer` skips
+    // PyTorch; `--torch-compile` also times PyTorch under torch.compile, for information.
     let args: Vec<String> = std::env::args().collect();
+    let torch_compile = args.iter().any(|a| a == "--torch-compile");
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -171,6 +173,7 @@ fn main() {
         "--configs",
         &spec.join(","),
     ])
+    .args(torch_compile.then_some("--compile"))
     .output();
     let peer: Option<serde_json::Value> = match peer {
         Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).ok(),
@@ -217,6 +220,16 @@ fn main() {
                 "-",
                 "-"
             ),
+        }
+        let compiled = peer
+            .as_ref()
+            .and_then(|p| p["results"][key]["compiled_tokens_per_s"].as_f64());
+        if let Some(compiled) = compiled {
+            println!(
+                "{:<26} torch.compile: {compiled:.1} tok/s, llm-e2e at {:.2}x",
+                "",
+                ours.tokens_per_s / compiled
+            );
         }
         profiles.push((key.clone(), config.num_params(), ours));
     }
