@@ -9,6 +9,9 @@ use std::process::Stdio;
 use common::*;
 use serde_json::Value;
 
+/// `n_embd` of the GPT-2 fixture (`crates/model/tests/fixtures/tiny-gpt2`).
+const FIXTURE_WIDTH: usize = 32;
+
 /// The first `ham` ham and `spam` spam lines of the real collection, in a temporary file.
 fn sms_slice(dir: &Path, ham: usize, spam: usize) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("assets/data/SMSSpamCollection.tsv")).unwrap();
@@ -77,9 +80,11 @@ fn classify_trains_reports_every_measure_and_labels_texts() {
         report["trainable_params"].as_u64().unwrap(),
         report["total_params"].as_u64().unwrap(),
     );
-    let block = 12 * 64 * 64 + 13 * 64; // one block of width 64
-    assert_eq!(trainable, block as u64 + 2 * 64 + (64 * 2 + 2));
-    assert!(total > 3_000_000, "{total}");
+    let w = FIXTURE_WIDTH;
+    let block = 12 * w * w + 13 * w; // one block
+    assert_eq!(trainable, (block + 2 * w + (w * 2 + 2)) as u64);
+    // wte alone is 50,257 × w.
+    assert!(total as usize > 50_257 * w, "{total}");
     // Per-epoch measures are in metrics.jsonl.
     let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
     let last: Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
@@ -197,9 +202,10 @@ fn a_classify_run_resumes_bit_exactly() {
 fn lora_trains_only_the_adapters_and_the_head() {
     let dir = tempfile::tempdir().unwrap();
     let report = classify_run(dir.path(), "lora", &["--lora", "2,4"]);
-    // Rank 2 on c_attn (64→192), attn c_proj (64→64), c_fc (64→256), mlp c_proj (256→64).
-    let per_block = 2 * ((64 + 192) + (64 + 64) + (64 + 256) + (256 + 64));
-    let expected = 2 * per_block + (64 * 2 + 2);
+    // Rank 2 on c_attn (w→3w), attn c_proj (w→w), c_fc (w→4w), mlp c_proj (4w→w).
+    let w = FIXTURE_WIDTH;
+    let per_block = 2 * ((w + 3 * w) + (w + w) + (w + 4 * w) + (4 * w + w));
+    let expected = 2 * per_block + (w * 2 + 2);
     assert_eq!(
         report["trainable_params"].as_u64().unwrap(),
         expected as u64

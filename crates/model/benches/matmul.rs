@@ -2,7 +2,10 @@
 //! - `matmul`: square matmuls on each CPU backend, to choose the default;
 //! - `linear_rows`: a GPT-2 124M MLP layer (`[m, 768] · [3072, 768]ᵀ` and back) for the
 //!   few rows `m` of batched decode, with the weight-streaming kernel (`gemv`) and with
-//!   gemm, to choose where Flex's `linear_nt` switches from one to the other.
+//!   gemm, to choose where Flex's `linear_nt` switches from one to the other;
+//! - `lm_head_vocab`: the tied LM head's three training matmuls (`h · wteᵀ`, `g · wte`,
+//!   `gᵀ · h`) at 512 tokens, with GPT-2's 50,257 columns and nanoGPT's padded 50,304, to
+//!   see whether padding the vocabulary pays on the CPU.
 //!
 //! `cargo bench -p llm-model --bench matmul`. Criterion reports "elem/s": with 2·m·n·k
 //! elements per product, that is FLOP/s.
@@ -60,5 +63,33 @@ fn linear_rows(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matmul, linear_rows);
+fn lm_head_vocab(c: &mut Criterion) {
+    type B = burn::backend::Flex;
+    let device = Default::default();
+    let (n, d) = (512usize, 768usize);
+    let mut g = c.benchmark_group("lm_head_vocab");
+    g.sample_size(10);
+    for vocab in [50_257usize, 50_304] {
+        let h = Tensor::<B, 2>::random([n, d], Distribution::Default, &device); // [n, d]
+        let wte = Tensor::<B, 2>::random([vocab, d], Distribution::Default, &device); // [vocab, d]
+        let grad = Tensor::<B, 2>::random([n, vocab], Distribution::Default, &device); // [n, vocab]
+        g.throughput(Throughput::Elements(3 * 2 * (n * d * vocab) as u64));
+        g.bench_with_input(
+            BenchmarkId::new("forward+backward", vocab),
+            &vocab,
+            |bench, _| {
+                bench.iter(|| {
+                    let logits = h.clone().matmul(wte.clone().transpose()); // [n, vocab]
+                    let dh = grad.clone().matmul(wte.clone()); // [n, d]
+                    let dwte = grad.clone().transpose().matmul(h.clone()); // [vocab, d]
+                    B::sync(&device).unwrap();
+                    (logits, dh, dwte)
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, matmul, linear_rows, lm_head_vocab);
 criterion_main!(benches);

@@ -204,7 +204,7 @@ impl Gpt2Config {
     pub fn gpt2_xl() -> Self {
         Self::base(48, 25, 1600, 1024)
     }
-    /// 2 layers, 4 heads, width 64, context 128: the shape of the test fixture. For tests.
+    /// 2 layers, 4 heads, width 64, context 128: a tiny model for tests.
     pub fn tiny() -> Self {
         Self::base(2, 4, 64, 128)
     }

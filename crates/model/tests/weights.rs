@@ -69,8 +69,8 @@ fn config_that_disagrees_with_the_weights_names_the_tensor_and_shapes() {
     assert!(matches!(err, ModelError::ShapeMismatch { .. }), "{msg}");
     assert!(
         msg.contains("transformer.wpe.weight")
-            && msg.contains("[128, 64]")
-            && msg.contains("[64, 64]"),
+            && msg.contains("[128, 32]")
+            && msg.contains("[64, 32]"),
         "{msg}"
     );
     assert!(msg.contains("model.safetensors"), "{msg}");
