@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::nn::Dropout;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::dropout::dropout;
 use crate::kernels::KernelBackend;
@@ -36,10 +36,19 @@ impl<B: KernelBackend> Mlp<B> {
             let i = x.dims()[2] / 2;
             silu(x.clone().narrow(2, 0, i)) * x.narrow(2, i, i) // [b, t, n_inner]
         } else {
-            gelu_tanh(x)
+            gelu(x)
         };
         dropout(&self.dropout, self.c_proj.forward(x)) // [b, t, n_embd]
     }
+}
+
+/// [`gelu_tanh`] through the backend's op ([`KernelBackend::gelu_tanh`]): one pass forward
+/// and one backward on Flex, instead of eight tensor ops each way.
+fn gelu<B: KernelBackend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, t, n] = x.dims();
+    let x = x.reshape([b * t, n]).into_primitive().tensor(); // [b·t, n_inner]
+    let y = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(B::gelu_tanh(x)));
+    y.reshape([b, t, n]) // [b, t, n_inner]
 }
 
 /// GELU with the tanh approximation (GPT-2's `gelu_new`),

@@ -2,9 +2,9 @@
 //! against a plain f64 triple loop. With `x86-v4`, gemm picks AVX-512 kernels at run time on
 //! CPUs that have them; this test runs whichever kernel the CPU selects.
 //!
-//! Likewise llm-e2e's own fused cross-entropy (`llm_model::kernels`), which picks AVX-512,
-//! AVX2 or baseline code at run time: its loss and gradient equal the composite ones
-//! (Burn's ops and autodiff); and the generation kernels (f32 and int8 GEMV, attention over
+//! Likewise llm-e2e's own fused cross-entropy and GELU (`llm_model::kernels`), which pick
+//! AVX-512, AVX2 or baseline code at run time: their outputs and gradients equal the
+//! composite ones (Burn's ops and autodiff); and the generation kernels (f32 and int8 GEMV, attention over
 //! an f32 or f16 cache) equal plain f64 loops. CI runs this binary under emulated Haswell
 //! and qemu64 too, so the AVX2 and scalar code paths are checked on every change.
 
@@ -247,16 +247,80 @@ fn lm_head_nll<B: KernelBackend>(
     Tensor::from_primitive(TensorPrimitive::Float(nll))
 }
 
+/// The GELU op (`KernelBackend::gelu_tanh`, with its own backward) and the composite
+/// `llm_model::gelu_tanh` with autodiff's chain, both against f64: the output and the input's
+/// gradient, on an odd width with values far into both tails.
+fn check_gelu<B: KernelBackend>(device: &B::Device) {
+    type Ad<B> = Autodiff<B>;
+    B::seed(device, 13);
+    let (m, n) = (19, 517);
+    let x = Tensor::<B, 2>::random([m, n], Distribution::Normal(0.0, 3.0), device);
+    let upstream = Tensor::<B, 2>::random([m, n], Distribution::Uniform(-1.0, 1.0), device);
+    let run = |fused: bool| -> [Vec<f32>; 2] {
+        let leaf = Tensor::<Ad<B>, 2>::from_inner(x.clone()).require_grad();
+        let input = leaf.clone() * 1.0; // its own buffer, as a layer's output would be
+        let y = match fused {
+            true => Tensor::from_primitive(TensorPrimitive::Float(Ad::<B>::gelu_tanh(
+                input.into_primitive().tensor(),
+            ))),
+            false => llm_model::gelu_tanh(input),
+        };
+        let grads = (y.clone() * Tensor::from_inner(upstream.clone()))
+            .sum()
+            .backward();
+        let v = |d: TensorData| d.iter::<f32>().collect::<Vec<_>>();
+        [v(y.into_data()), v(leaf.grad(&grads).unwrap().into_data())]
+    };
+    let (got, want) = (run(true), run(false));
+    let exact = gelu_exact(&x, &upstream);
+    let name = B::name(device);
+    for (what, i) in [("output", 0), ("gradient", 1)] {
+        let (diff, base) = (rel_diff(&got[i], &exact[i]), rel_diff(&want[i], &exact[i]));
+        let to_composite = rel_diff(&got[i], &want[i]);
+        eprintln!(
+            "{name}: GELU {what}: {diff:e} from f64 (composite: {base:e}; apart: {to_composite:e})"
+        );
+        // As accurate as the composite it replaces: within 1e-6 of f64 where the backend's
+        // `exp` allows (Flex), else within twice the composite's own error (NdArray's `exp`
+        // is good to about 3e-5 here).
+        let bound = (2.0 * base).max(1e-6);
+        assert!(
+            diff < bound,
+            "{name}: GELU {what} {diff:e} from f64, composite {base:e}"
+        );
+    }
+}
+
+/// GPT-2's GELU and `upstream · gelu'(x)` in f64, from the tanh form.
+fn gelu_exact<B: Backend>(x: &Tensor<B, 2>, upstream: &Tensor<B, 2>) -> [Vec<f32>; 2] {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let (x, g) = (x.to_data(), upstream.to_data());
+    let (y, dx) = x
+        .iter::<f32>()
+        .zip(g.iter::<f32>())
+        .map(|(x, g)| {
+            let (x, g) = (x as f64, g as f64);
+            let t = (c * (x + 0.044715 * x * x * x)).tanh();
+            let slope =
+                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * x * x);
+            ((0.5 * x * (1.0 + t)) as f32, (g * slope) as f32)
+        })
+        .unzip();
+    [y, dx]
+}
+
 #[test]
 fn flex_fused_cross_entropy_matches_composite() {
     check_cross_entropy::<Flex>(&Default::default());
     check_lm_head::<Flex>(&Default::default());
+    check_gelu::<Flex>(&Default::default());
 }
 
 #[test]
 fn ndarray_default_cross_entropy_matches_composite() {
     check_cross_entropy::<NdArray>(&Default::default());
     check_lm_head::<NdArray>(&Default::default());
+    check_gelu::<NdArray>(&Default::default());
 }
 
 /// Deterministic values in [-1, 1).

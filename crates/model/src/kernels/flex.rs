@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::gemv::{self, attend};
 use super::q8::{quantize_rows, Q8Matrix};
-use super::{adamw, cross_entropy, dropout, infer, simd, AdamWStep, KernelBackend, Segment};
+use super::{adamw, cross_entropy, dropout, gelu, infer, simd, AdamWStep, KernelBackend, Segment};
 
 /// Up to this many rows, a linear layer streams its weights once (decode, and a batch of
 /// decodes with a short prompt joining); above, gemm. `cargo bench -p llm-model --bench
@@ -169,13 +169,32 @@ impl KernelBackend for Flex {
 
     fn gelu_tanh(x: FlexTensor) -> FlexTensor {
         if x.dtype() != DType::F32 {
-            return infer::gelu_tanh_default::<Flex>(x);
+            return gelu::forward_default::<Flex>(x);
         }
         // Copy-on-write: in place when the caller held the only reference.
         let mut x = contiguous(x);
         let values: &mut [f32] = x.storage_mut();
         values.par_chunks_mut(1 << 14).for_each(simd::gelu_tanh);
         x
+    }
+
+    fn gelu_tanh_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+            return gelu::backward_default::<Flex>(x, grad);
+        }
+        let x = contiguous(x);
+        // Copy-on-write: in place when autodiff handed over the only reference.
+        let mut dx = contiguous(grad);
+        let (xs, gs): (&[f32], &mut [f32]) = (x.storage(), dx.storage_mut());
+        assert_eq!(
+            xs.len(),
+            gs.len(),
+            "GELU backward: input and gradient sizes differ"
+        );
+        xs.par_chunks(CHUNK)
+            .zip(gs.par_chunks_mut(CHUNK))
+            .for_each(|(x, dy)| simd::gelu_tanh_backward(x, dy));
+        dx
     }
 
     fn dropout_mask(

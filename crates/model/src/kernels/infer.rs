@@ -55,10 +55,6 @@ pub(super) fn linear_nt_fused_gpu<B: Backend>(
     prim(float::<B, 2>(linear_nt::<B>(prim(two), weight, bias)).narrow(0, 0, 1))
 }
 
-pub(super) fn gelu_tanh_default<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
-    prim(crate::gelu_tanh(float::<B, 2>(x)))
-}
-
 pub(super) fn dequantize<B: Backend>(weight: &Q8Matrix, device: &B::Device) -> FloatTensor<B> {
     let data = TensorData::new(weight.dequantize(), [weight.n, weight.k]);
     prim(Tensor::<B, 2>::from_data(data, device))

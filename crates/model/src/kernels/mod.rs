@@ -9,6 +9,7 @@
 //! | [`KernelBackend::token_nll`] (cross-entropy per row) | max, exp, sum, log, gather | one pass per row, vectorised `exp`, no softmax stored | softmax − one-hot, written in place over the logits |
 //! | [`KernelBackend::lm_head_logits`] (`h · wteᵀ`) | matmul | gemm into a fresh buffer (Flex's matmul zero-fills and copies its output) | matmul's |
 //! | [`KernelBackend::lm_head_nll`] (the two above) | both | both | one node: cross-entropy's in place, then `dh = g · wte`, `dwte = gᵀ · h` |
+//! | [`KernelBackend::gelu_tanh`] (GPT-2's GELU, also at inference) | `x / (1 + e^(−2·√(2/π)·(x + 0.044715·x³)))` in tensor ops | one vectorised pass, in place | [`KernelBackend::gelu_tanh_backward`]: the derivative in tensor ops; Flex: one pass, in place over the gradient |
 //!
 //! Training adds two ops without a backward: the optimizer's update (on the inner backend) and dropout's masks:
 //!
@@ -25,7 +26,6 @@
 //! | [`KernelBackend::linear_nt`] (`x · wᵀ + b`, `w` as `[out, in]`) | matmul | a few rows: one pass over `w`, 16-lane dot products, rows of `w` across threads ([`gemv`]); many rows: gemm |
 //! | [`KernelBackend::linear_q8`] (the same with [`Q8Matrix`] weights) | dequantize, then `linear_nt` | activations quantized per step, int8 dot products (VNNI / AVX2 / scalar); many rows: a band of weight rows dequantized at a time, gemm |
 //! | [`KernelBackend::cached_attention`] (write new keys and values into the cache, attend) | `slice_assign` + Burn's attention per sequence | written in place; every (sequence, query head) in parallel, grouped heads reading their shared keys; f16 widened in registers |
-//! | [`KernelBackend::gelu_tanh`] | `x / (1 + e^(−2·√(2/π)·(x + 0.044715·x³)))` in tensor ops | one vectorised pass, in place |
 //! | [`KernelBackend::run_pass`] (where a forward pass runs) | the caller's thread | a thread of the rayon pool |
 //!
 //! Adding an op: a method here with its default body, an override in [`flex`] if it pays,
@@ -37,6 +37,7 @@ mod cross_entropy;
 mod dropout;
 #[cfg(feature = "flex")]
 mod flex;
+mod gelu;
 #[cfg(feature = "flex")]
 pub mod gemv;
 mod infer;
@@ -154,9 +155,16 @@ pub trait KernelBackend: Backend {
     }
 
     /// GPT-2's tanh GELU of a matrix `x [m, n]`, elementwise (the formula of
-    /// [`crate::gelu_tanh`]). Inference only.
+    /// [`crate::gelu_tanh`]). Differentiable on `Autodiff`, by
+    /// [`Self::gelu_tanh_backward`].
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        infer::gelu_tanh_default::<Self>(x)
+        gelu::forward_default::<Self>(x)
+    }
+
+    /// The gradient of [`Self::gelu_tanh`] at `x [m, n]` given the gradient `grad [m, n]`
+    /// of its output: `grad · gelu'(x)`. It may reuse `grad`'s memory.
+    fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu::backward_default::<Self>(x, grad)
     }
 
     /// Runs `pass`, a whole forward pass of many small ops, where this backend's ops run
@@ -208,6 +216,10 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
         targets: IntTensor<Self>,
     ) -> FloatTensor<Self> {
         cross_entropy::lm_head_nll_autodiff::<B, C>(hidden, weight, targets)
+    }
+
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu::gelu_tanh_autodiff::<B, C>(x)
     }
 
     fn dropout_mask(

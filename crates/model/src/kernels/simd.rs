@@ -85,6 +85,21 @@ fn gelu_tanh_lanes(row: &mut [f32]) {
     }
 }
 
+/// The GELU's backward, `dy ← dy · gelu'(x)`, in place over `dy`, as
+/// `gelu'(x) = s·(1 + x·e·s·u')` with `e = e^(−u)` (capped), `s = 1 / (1 + e)`
+/// and `u = 2·√(2/π)·(x + 0.044715·x³)` (see `gelu::backward_default`).
+#[inline(always)]
+fn gelu_tanh_backward_lanes(x: &[f32], dy: &mut [f32]) {
+    const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
+    for (&v, g) in x.iter().zip(dy.iter_mut()) {
+        let minus_u = (v * v * 0.044715 + 1.0) * v * -TWO_SQRT_2_OVER_PI;
+        let e = exp(minus_u.min(super::gelu::MAX_EXPONENT));
+        let s = 1.0 / (e + 1.0);
+        let du = (v * v * (3.0 * 0.044715) + 1.0) * TWO_SQRT_2_OVER_PI;
+        *g *= (e * s * v * du + 1.0) * s; // e·s ≤ 1 first: no overflow
+    }
+}
+
 /// One AdamW update over a run of elements ([`adamw::update`] each), in place.
 #[inline(always)]
 fn adamw_lanes(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &Coefficients) {
@@ -113,6 +128,10 @@ macro_rules! compiled_for {
             #[target_feature(enable = $features)]
             pub fn gelu_tanh(row: &mut [f32]) {
                 super::gelu_tanh_lanes(row)
+            }
+            #[target_feature(enable = $features)]
+            pub fn gelu_tanh_backward(x: &[f32], dy: &mut [f32]) {
+                super::gelu_tanh_backward_lanes(x, dy)
             }
             #[target_feature(enable = $features)]
             pub fn adamw(
@@ -184,6 +203,19 @@ pub fn gelu_tanh(row: &mut [f32]) {
     }
 }
 
+/// The GELU's backward over a row: `dy ← dy · gelu'(x)`, in place (`x` and `dy` the same
+/// length).
+pub fn gelu_tanh_backward(x: &[f32], dy: &mut [f32]) {
+    match level() {
+        // SAFETY: as in `max`.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 | Level::Avx512Vnni => unsafe { avx512::gelu_tanh_backward(x, dy) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { avx2::gelu_tanh_backward(x, dy) },
+        _ => gelu_tanh_backward_lanes(x, dy),
+    }
+}
+
 /// One AdamW update of parameters `p` with gradients `g` and moments `m`, `v`, in place
 /// (all four the same length).
 pub(crate) fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &Coefficients) {
@@ -240,6 +272,34 @@ mod tests {
         gelu_tanh(&mut a);
         gelu_tanh_lanes(&mut b);
         assert_eq!(a, b);
+        let mut a = vec![0.5f32; row.len()];
+        let mut b = a.clone();
+        gelu_tanh_backward(&row, &mut a);
+        gelu_tanh_backward_lanes(&row, &mut b);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn gelu_backward_is_the_derivative() {
+        let gelu = |v: f64| {
+            0.5 * v * (1.0 + (0.797_884_560_802_865_4 * (v + 0.044715 * v * v * v)).tanh())
+        };
+        for i in 0..=6_000 {
+            let x = -30.0 + 60.0 * i as f32 / 6_000.0;
+            let (v, h) = (x as f64, 1e-4);
+            let want = 0.75 * (gelu(v + h) - gelu(v - h)) / (2.0 * h);
+            let mut got = [0.75f32];
+            gelu_tanh_backward(&[x], &mut got);
+            let err = (got[0] as f64 - want).abs();
+            assert!(err <= 2e-6, "gelu'({x}) · 0.75 = {} vs {want}", got[0]);
+        }
+        // Far tails (a diverging run's activations): slope 0 below (to e^-80 · x·u'), 1 above;
+        // never NaN or ∞.
+        for (x, want) in [(-1e4f32, 0.0f32), (-1e6, 0.0), (1e4, 1.0), (1e6, 1.0)] {
+            let mut got = [1.0f32];
+            gelu_tanh_backward(&[x], &mut got);
+            assert!((got[0] - want).abs() < 1e-12, "gelu'({x}) = {}", got[0]);
+        }
     }
 
     #[test]
