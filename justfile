@@ -18,6 +18,15 @@ fmt:
 pretrain *ARGS:
     cargo xtask pretrain {{ARGS}}
 
+# FineWeb-Edu's 10B-token sample (build-nanogpt's data) into the HF cache, then shards; FILES=1 fetches one file.
+fineweb FILES="":
+    cargo xtask download --dataset HuggingFaceFW/fineweb-edu --name sample/10BT {{ if FILES == "" { "" } else { "--max-files " + FILES } }}
+    cargo xtask prepare --input hf://datasets/HuggingFaceFW/fineweb-edu/sample/10BT --out data/fineweb-edu-10B --val-fraction 0.001
+
+# Import a run into Weights & Biases (pip install wandb tensorboard).
+wandb RUN *ARGS:
+    python3 crates/train/scripts/wandb_import.py {{RUN}} {{ARGS}}
+
 # Fine-tune a trained GPT on a task: classify, instruct or dpo (configs/finetune-<task>.json).
 finetune TASK *ARGS:
     cargo xtask finetune --task {{TASK}} {{ARGS}}

@@ -1,4 +1,4 @@
-//! `prepare` and `data-stats`.
+//! `prepare`, `data-stats` and `download --dataset`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -7,13 +7,15 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use llm_bpe::Tokenizer;
+use llm_data::hub::{resolve_inputs, DatasetHub, DatasetPath};
 use llm_data::text::{collect_inputs, documents};
 use llm_data::{Manifest, PrepareConfig, ShardSet, TokenStats};
 
 #[derive(Args)]
 pub struct PrepareArgs {
     /// Corpus files or directories: `.txt` (one document per file) and `.jsonl` (one per
-    /// line), optionally `.gz`.
+    /// line), optionally `.gz`, and `.parquet` (one per row); or `hf://datasets/ORG/NAME[/DIR]`,
+    /// a dataset in the Hugging Face cache (`cargo xtask download --dataset` puts it there).
     #[arg(long, required = true, num_args = 1..)]
     input: Vec<PathBuf>,
     /// Output directory for the shards and manifest.json.
@@ -28,7 +30,7 @@ pub struct PrepareArgs {
     /// Tokens per shard.
     #[arg(long, default_value_t = 100_000_000)]
     shard_tokens: usize,
-    /// JSON field with the text in `.jsonl` inputs.
+    /// The field (`.jsonl`) or column (`.parquet`) holding the text.
     #[arg(long, default_value = "text")]
     text_field: String,
     /// Worker threads (default: all cores).
@@ -37,6 +39,7 @@ pub struct PrepareArgs {
 }
 
 pub fn prepare(args: PrepareArgs) -> Result<()> {
+    let inputs = resolve_inputs(&args.input)?;
     let tok = Tokenizer::load(&args.tokenizer)
         .with_context(|| format!("loading tokenizer {:?}", args.tokenizer))?;
     let config = PrepareConfig {
@@ -46,7 +49,7 @@ pub fn prepare(args: PrepareArgs) -> Result<()> {
     };
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template(
-            "{spinner} tokenizing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            "{spinner} tokenizing [{bar:30}] {pos}/{len} documents, eta {eta}",
         )
         .expect("a valid template")
         .progress_chars("=> "),
@@ -58,7 +61,7 @@ pub fn prepare(args: PrepareArgs) -> Result<()> {
     let start = Instant::now();
     let report = pool.install(|| {
         llm_data::prepare(
-            &args.input,
+            &inputs,
             &args.out,
             &tok,
             &args.tokenizer,
@@ -74,9 +77,9 @@ pub fn prepare(args: PrepareArgs) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let m = &report.manifest;
     println!(
-        "{} documents, {:.2} MB → {} tokens (train {} in {} shard(s), val {} in {}), split by {}",
+        "{} documents, {:.2} MB of text → {} tokens (train {} in {} shard(s), val {} in {}), split by {}",
         m.documents,
-        report.bytes as f64 / 1e6,
+        report.text_bytes as f64 / 1e6,
         report.tokens,
         m.train.tokens,
         m.train.shards.len(),
@@ -92,10 +95,10 @@ pub fn prepare(args: PrepareArgs) -> Result<()> {
         );
     }
     println!(
-        "{:.1}s on {} thread(s): {:.1} MB/s, {:.2} M tokens/s; wrote {}",
+        "{:.1}s on {} thread(s): {:.1} MB/s of text, {:.2} M tokens/s; wrote {}",
         secs,
         pool.current_num_threads(),
-        report.bytes as f64 / 1e6 / secs,
+        report.text_bytes as f64 / 1e6 / secs,
         report.tokens as f64 / 1e6 / secs,
         args.out.join("manifest.json").display()
     );
@@ -104,13 +107,14 @@ pub fn prepare(args: PrepareArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct StatsArgs {
-    /// Corpus files or directories, or a directory made by `prepare` (with manifest.json).
+    /// Corpus files or directories (as `prepare` takes them, `hf://datasets/…` included), or
+    /// a directory made by `prepare` (with manifest.json).
     #[arg(long, required = true, num_args = 1..)]
     input: Vec<PathBuf>,
     /// Tokenizer for text inputs (a prepared directory names its own).
     #[arg(long, default_value = "gpt2")]
     tokenizer: String,
-    /// JSON field with the text in `.jsonl` inputs.
+    /// The field (`.jsonl`) or column (`.parquet`) holding the text.
     #[arg(long, default_value = "text")]
     text_field: String,
     /// How many of the most frequent tokens to show.
@@ -144,7 +148,7 @@ fn load_tokens(args: &StatsArgs) -> Result<(Vec<u32>, Tokenizer, String)> {
     }
     let tok = Tokenizer::load(&args.tokenizer)
         .with_context(|| format!("loading tokenizer {:?}", args.tokenizer))?;
-    let files = collect_inputs(&args.input)?;
+    let files = collect_inputs(&resolve_inputs(&args.input)?)?;
     let mut tokens = Vec::new();
     for doc in documents(&files, &args.text_field) {
         let doc = doc?;
@@ -196,5 +200,26 @@ pub fn stats(args: StatsArgs) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `download --dataset REPO [--name DIR] [--max-files N]`: Parquet files into the hub cache.
+pub fn download_dataset(repo: &str, name: Option<&str>, max_files: Option<usize>) -> Result<()> {
+    let hub = DatasetHub::from_env()?;
+    let dataset = DatasetPath::new(repo, name);
+    let paths = hub.download(&dataset, max_files, true)?;
+    let bytes: u64 = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    for p in &paths {
+        println!("{}", p.display());
+    }
+    println!(
+        "{dataset}: {} Parquet file(s), {:.1} MB, cached in {}; prepare them with --input {dataset}",
+        paths.len(),
+        bytes as f64 / 1e6,
+        hub.cache_dir().display()
+    );
     Ok(())
 }

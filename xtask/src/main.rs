@@ -44,7 +44,8 @@ enum Command {
     Prepare(data_cmd::PrepareArgs),
     /// Token counts, vocabulary coverage, frequent tokens and sample pairs of a corpus.
     DataStats(data_cmd::StatsArgs),
-    /// Download a model from the Hugging Face hub into the local cache.
+    /// Download a model, or a dataset's Parquet files, from the Hugging Face hub into the
+    /// local cache.
     Download(model_cmd::DownloadArgs),
     /// Continue one or more prompts with a GPT-2 (the llm-infer engine, batched).
     Generate(generate_cmd::GenerateArgs),

@@ -72,20 +72,36 @@ pub(crate) fn resolve_model(
 
 #[derive(Args)]
 pub struct DownloadArgs {
-    /// Hub id: `gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`, or any `org/name`.
+    /// A model's hub id: `gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`, or any `org/name`.
+    #[arg(long, required_unless_present = "dataset", conflicts_with = "dataset")]
+    model: Option<String>,
+    /// A dataset's hub id (`HuggingFaceFW/fineweb-edu`): its Parquet files are fetched.
     #[arg(long)]
-    model: String,
+    dataset: Option<String>,
+    /// With --dataset: the folder to fetch (`sample/10BT`).
+    #[arg(long, requires = "dataset")]
+    name: Option<String>,
+    /// With --dataset: fetch only the first N files (in path order).
+    #[arg(long, requires = "dataset")]
+    max_files: Option<usize>,
 }
 
 pub fn download(args: DownloadArgs) -> Result<()> {
+    let Some(model) = &args.model else {
+        let repo = args
+            .dataset
+            .as_deref()
+            .expect("clap requires --model or --dataset");
+        return crate::data_cmd::download_dataset(repo, args.name.as_deref(), args.max_files);
+    };
     let hub = Hub::from_env()?;
-    let paths = hub.download(&args.model, true)?;
+    let paths = hub.download(model, true)?;
     for p in &paths {
         println!("{}", p.display());
     }
     println!(
         "{} cached in {} ({} files)",
-        args.model,
+        model,
         hub.cache_dir().display(),
         paths.len()
     );

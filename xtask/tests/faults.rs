@@ -132,6 +132,12 @@ const CASES: &[Case] = &[
     case("prepare-empty-input-directory", "an input directory with no corpus files",
         &["prepare", "--input", "{empty_dir}", "--out", "{tmp}/prepared"],
         1, &["empty-dir", "no .txt or .jsonl"]),
+    case("prepare-parquet-without-the-text-column", "a Parquet file whose text is in another column",
+        &["prepare", "--input", "crates/data/tests/fixtures/parquet/bad-no-text.parquet", "--out", "{tmp}/prepared"],
+        1, &["bad-no-text.parquet", "no column \"text\"", "content, id, dump", "--text-field"]),
+    case("prepare-hf-dataset-not-cached", "hf://datasets/… that is not in the hub cache",
+        &["prepare", "--input", "hf://datasets/no-org/no-dataset/sample", "--out", "{tmp}/prepared"],
+        1, &["hf://datasets/no-org/no-dataset/sample", "cargo xtask download --dataset no-org/no-dataset --name sample"]),
     // pretrain: the config is checked whole, before anything is written
     Case { absent: &["shakespeare-small.json"], leaves_no: Some("{tmp}/never-1"),
         ..case("pretrain-bad-set-value", "--set optimizer.lr=-1",

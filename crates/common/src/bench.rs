@@ -31,6 +31,13 @@ pub fn rss_mib_of(pid: &str, which: Rss) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Resets this process's peak resident set ([`Rss::Peak`]) to what is resident now, so a
+/// measurement sees only its own peak (Linux: `/proc/self/clear_refs`); false where it
+/// cannot.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// The median of `values` (the upper middle one of an even count). Panics on none.
 pub fn median(mut values: Vec<f64>) -> f64 {
     assert!(!values.is_empty(), "the median of no values");

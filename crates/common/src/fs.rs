@@ -33,31 +33,46 @@ fn parent(path: &Path) -> &Path {
 /// leaves either the old file or the new one (plus, at worst, a temporary file that
 /// [`remove_stale_temps`] clears), never half of `path`.
 pub fn atomic_write(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let tmp = temp_path(path)?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    atomic_write_with(path, |f| {
         if failpoint::is_armed() {
             f.write_all(&contents[..contents.len() / 2])?;
             f.sync_all()?;
             failpoint::check(|| format!("mid-write:{name}"));
-            f.write_all(&contents[contents.len() / 2..])?;
+            f.write_all(&contents[contents.len() / 2..])
         } else {
-            f.write_all(contents)?;
+            f.write_all(contents)
         }
+    })?;
+    failpoint::check(|| format!("after-rename:{name}"));
+    Ok(())
+}
+
+/// [`atomic_write`] for contents written as they are made (too large to hold in memory):
+/// `write` fills the temporary file, which is then flushed and renamed over `path`. If
+/// `write` fails, the temporary file is removed and `path` is untouched.
+pub fn atomic_write_with<T>(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<T>,
+) -> io::Result<T> {
+    let tmp = temp_path(path)?;
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        let value = write(&mut f)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         // Best effort: not every platform can open a directory to sync it.
         if let Ok(dir) = File::open(parent(path)) {
             let _ = dir.sync_all();
         }
-        Ok(())
+        Ok(value)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-    }
-    if result.is_ok() {
-        failpoint::check(|| format!("after-rename:{name}"));
     }
     result
 }
@@ -146,6 +161,27 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(atomic_write(&dir.path().join("no/such/dir/x"), b"x").is_err());
+    }
+
+    #[test]
+    fn a_streamed_write_that_fails_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corpus.parquet");
+        std::fs::write(&path, b"old").unwrap();
+        let err = atomic_write_with(&path, |f| {
+            f.write_all(b"half of the new")?;
+            Err::<(), _>(io::Error::other("the writer failed"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "the writer failed");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        let n = atomic_write_with(&path, |f| f.write_all(b"new").map(|_| 3)).unwrap();
+        assert_eq!((n, std::fs::read(&path).unwrap()), (3, b"new".to_vec()));
     }
 
     #[test]

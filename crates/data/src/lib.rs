@@ -10,9 +10,12 @@
 //!     ([`NextTokenBatcher`] → [`NextTokenBatch`]), seeded shuffle, `drop_last`, resumable
 //!     [`LoaderState`]; [`split_tokens`] for a train/val split by fraction.
 //! - **Pre-tokenized shards** (for corpora of any size)
-//!   - [`prepare()`]: `.txt` / `.jsonl` (optionally gzipped) → versioned binary shards in
-//!     llm.c's format (u16 or u32 tokens) + `manifest.json` with checksums; parallel,
-//!     byte-identical on every run.
+//!   - [`prepare()`]: `.txt` / `.jsonl` (optionally gzipped) and `.parquet` ([`parquet`],
+//!     streamed a few hundred rows at a time) → versioned binary shards in llm.c's format
+//!     (u16 or u32 tokens) + `manifest.json` with checksums; parallel, byte-identical on
+//!     every run.
+//!   - [`hub`]: a dataset's Parquet files downloaded into the Hugging Face cache (resumed,
+//!     size-checked), and `hf://datasets/ORG/NAME[/SUBDIR]` resolved to them.
 //!   - [`ShardSet`] + [`TokenBatches`]: memory-mapped reading under a memory budget, random
 //!     windows (nanoGPT) or sequential (llm.c), resumable through [`BatchState`].
 //! - **Task datasets**
@@ -26,8 +29,10 @@
 mod batcher;
 pub mod dpo;
 mod error;
+pub mod hub;
 pub mod instruct;
 mod loader;
+pub mod parquet;
 mod prepare;
 mod reader;
 pub mod shard;

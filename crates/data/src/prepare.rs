@@ -1,7 +1,8 @@
 //! `prepare`: corpus files → tokenized, versioned shards with a manifest.
 //!
-//! 1. Documents are read lazily (a `.txt` file is one, a `.jsonl` line is one) and tokenized
-//!    in parallel, a batch of documents at a time, so memory stays bounded by the batch.
+//! 1. Documents are read lazily (a `.txt` file is one, a `.jsonl` line or a `.parquet` row
+//!    is one) and tokenized in parallel, a batch of documents at a time while the next batch
+//!    is read, so memory stays bounded by two batches.
 //! 2. Each document goes to the train or the validation split, `<|endoftext|>` between
 //!    documents. With many documents (≥ 100) whole documents are assigned, by a seeded hash
 //!    of their index; with few (a book or two), each document is cut, its first
@@ -19,9 +20,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{DataError, Result};
+use crate::parquet::{parquet_rows, ParquetDocuments};
 use crate::shard::{is_shard_name, ShardWriter, TokenType};
 use crate::split::check_fraction;
-use crate::text::{collect_inputs, documents, format_of, Document, Format, JsonlDocuments};
+use crate::text::{
+    collect_inputs, documents, format_of, Document, Format, JsonlDocuments, FORMATS,
+};
 
 /// The manifest format written by this version.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -129,14 +133,17 @@ impl Manifest {
 #[derive(Clone, Debug)]
 pub struct PrepareReport {
     pub manifest: Manifest,
+    /// Input file sizes, summed (compressed, for `.gz` and Parquet).
     pub bytes: u64,
+    /// UTF-8 text tokenized: what throughput is measured in.
+    pub text_bytes: u64,
     pub tokens: usize,
     /// Shards of an earlier preparation into the same directory that the new manifest does
     /// not list, now deleted.
     pub removed: Vec<String>,
 }
 
-/// Progress of [`prepare`], in input bytes: `(done, total)`.
+/// Progress of [`prepare`], in documents: `(done, total)`.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 fn count_documents(files: &[PathBuf], field: &str) -> Result<usize> {
@@ -145,6 +152,11 @@ fn count_documents(files: &[PathBuf], field: &str) -> Result<usize> {
         n += match format_of(f) {
             Some(Format::Text) => 1,
             Some(Format::Jsonl) => JsonlDocuments::open(f, field)?.count(),
+            // The footer's row count; the text column is checked now, before any work.
+            Some(Format::Parquet) => {
+                ParquetDocuments::open(f, field)?;
+                parquet_rows(f)?
+            }
             None => 0,
         };
     }
@@ -264,7 +276,7 @@ pub fn prepare(
     std::fs::create_dir_all(out).map_err(|e| DataError::io(out, e))?;
     let kind = TokenType::for_vocab(tok.vocab_size());
     let mut splits = Splits::new(out, kind, tok.eot_id(), config, by_document);
-    tokenize_into(&mut splits, &files, tok, config, total_bytes, progress)?;
+    let text_bytes = tokenize_into(&mut splits, &files, tok, config, n_docs, progress)?;
     let tokens = splits.train.tokens + splits.val.tokens;
     if tokens == 0 {
         return Err(DataError::TooSmall("the corpus is empty: no tokens".into()));
@@ -298,6 +310,7 @@ pub fn prepare(
     Ok(PrepareReport {
         manifest,
         bytes: total_bytes,
+        text_bytes,
         tokens,
         removed,
     })
@@ -324,7 +337,7 @@ fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if files.is_empty() {
         let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
         return Err(DataError::TooSmall(format!(
-            "no .txt or .jsonl (optionally .gz) files in {}",
+            "no {FORMATS} files in {}",
             names.join(", ")
         )));
     }
@@ -387,40 +400,48 @@ impl Splits {
     }
 }
 
-/// Reads the documents a batch at a time, tokenizes each batch in parallel and deals the
-/// tokens to the splits, reporting progress in input bytes.
+/// Up to [`BATCH_BYTES`] of text: the next documents, in order (none at the end).
+fn read_batch(docs: &mut impl Iterator<Item = Result<Document>>) -> Result<Vec<Document>> {
+    let (mut batch, mut bytes) = (Vec::new(), 0);
+    while bytes < BATCH_BYTES {
+        match docs.next() {
+            Some(doc) => {
+                let doc = doc?;
+                bytes += doc.text.len();
+                batch.push(doc);
+            }
+            None => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// Reads the documents a batch at a time and tokenizes each batch in parallel while the
+/// next one is read (so reading, a Parquet file's decompression included, is hidden behind
+/// tokenizing), then deals the tokens to the splits in order, reporting progress in
+/// documents. Returns the bytes of text read.
 fn tokenize_into(
     splits: &mut Splits,
     files: &[PathBuf],
     tok: &Tokenizer,
     config: &PrepareConfig,
-    total_bytes: u64,
+    total_docs: usize,
     progress: Progress<'_>,
-) -> Result<()> {
-    let mut done_bytes = 0u64;
-    let mut batch: Vec<Document> = Vec::new();
-    let mut docs = documents(files, &config.text_field).peekable();
-    while docs.peek().is_some() {
-        batch.clear();
-        let mut batch_bytes = 0;
-        while batch_bytes < BATCH_BYTES {
-            match docs.next() {
-                Some(doc) => {
-                    let doc = doc?;
-                    batch_bytes += doc.text.len();
-                    batch.push(doc);
-                }
-                None => break,
-            }
-        }
-        for tokens in tokenize(tok, &batch) {
+) -> Result<u64> {
+    let (mut done_docs, mut text_bytes) = (0usize, 0u64);
+    let mut docs = documents(files, &config.text_field);
+    let mut batch = read_batch(&mut docs)?;
+    while !batch.is_empty() {
+        let (next, tokens) = rayon::join(|| read_batch(&mut docs), || tokenize(tok, &batch));
+        for tokens in tokens {
             splits.push(&tokens)?;
         }
-        done_bytes = (done_bytes + batch_bytes as u64).min(total_bytes);
-        progress(done_bytes, total_bytes);
+        done_docs += batch.len();
+        text_bytes += batch.iter().map(|d| d.text.len() as u64).sum::<u64>();
+        progress(done_docs as u64, total_docs as u64);
+        batch = next?;
     }
-    progress(total_bytes, total_bytes);
-    Ok(())
+    Ok(text_bytes)
 }
 
 /// Deletes the shards in `out` that `manifest` does not list: left by an earlier, larger

@@ -1,12 +1,14 @@
-//! Reading corpora: plain-text files (one document each) and JSON-lines files (one document
-//! per line, its text in a field), optionally gzip-compressed. Errors name the file and the
-//! byte or line.
+//! Reading corpora: plain-text files (one document each), JSON-lines files (one document
+//! per line, its text in a field), both optionally gzip-compressed, and Parquet files (one
+//! document per row, its text in a column; see [`crate::parquet`]). Errors name the file and
+//! the byte, line or row.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
+use crate::parquet::ParquetDocuments;
 
 /// One document of a corpus.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,11 +25,19 @@ pub enum Format {
     Text,
     /// `.jsonl` / `.jsonl.gz`: one JSON object per line.
     Jsonl,
+    /// `.parquet`: one row per document (compressed inside).
+    Parquet,
 }
+
+/// What [`collect_inputs`] accepts, for error messages.
+pub const FORMATS: &str = ".txt or .jsonl (optionally .gz), or .parquet";
 
 /// The format of a corpus file, from its name.
 pub fn format_of(path: &Path) -> Option<Format> {
     let name = path.file_name()?.to_str()?;
+    if name.ends_with(".parquet") {
+        return Some(Format::Parquet);
+    }
     let name = name.strip_suffix(".gz").unwrap_or(name);
     if name.ends_with(".txt") {
         Some(Format::Text)
@@ -59,14 +69,14 @@ pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         } else {
             return Err(DataError::file(
                 path,
-                "unknown corpus format: expected .txt or .jsonl (optionally .gz)",
+                format!("unknown corpus format: expected {FORMATS}"),
             ));
         }
     }
     Ok(out)
 }
 
-fn open(path: &Path) -> Result<Box<dyn Read>> {
+fn open(path: &Path) -> Result<Box<dyn Read + Send>> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     Ok(if path.extension().is_some_and(|e| e == "gz") {
         Box::new(flate2::read::GzDecoder::new(file))
@@ -91,7 +101,7 @@ pub fn read_text(path: &Path) -> Result<String> {
 /// Documents of a JSON-lines file, read lazily line by line.
 pub struct JsonlDocuments {
     path: PathBuf,
-    reader: BufReader<Box<dyn Read>>,
+    reader: BufReader<Box<dyn Read + Send>>,
     field: String,
     line: usize,
     offset: usize,
@@ -158,14 +168,13 @@ impl Iterator for JsonlDocuments {
 }
 
 /// Every document of the given corpus files, in order: a text file is one document, a JSONL
-/// file one per line (`field` holds the text).
+/// file one per line and a Parquet file one per row (`field` holds the text).
 pub fn documents<'a>(
     files: &'a [PathBuf],
     field: &'a str,
-) -> impl Iterator<Item = Result<Document>> + 'a {
-    files
-        .iter()
-        .flat_map(move |path| -> Box<dyn Iterator<Item = Result<Document>>> {
+) -> impl Iterator<Item = Result<Document>> + Send + 'a {
+    files.iter().flat_map(
+        move |path| -> Box<dyn Iterator<Item = Result<Document>> + Send> {
             match format_of(path) {
                 Some(Format::Text) => {
                     Box::new(std::iter::once(read_text(path).map(|text| Document {
@@ -177,10 +186,15 @@ pub fn documents<'a>(
                     Ok(docs) => Box::new(docs),
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 },
+                Some(Format::Parquet) => match ParquetDocuments::open(path, field) {
+                    Ok(docs) => Box::new(docs),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                },
                 None => Box::new(std::iter::once(Err(DataError::file(
                     path,
                     "unknown corpus format",
                 )))),
             }
-        })
+        },
+    )
 }

@@ -1,11 +1,9 @@
 //! The Hugging Face hub: resolving a model id to files in the local hub cache, and
 //! downloading them (with `hf-hub`) when the network allows.
 //!
-//! The cache is the standard one shared with Python's `huggingface_hub`:
-//! `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, else
-//! `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`; inside it,
-//! `models--<org>--<name>/refs/main` names a snapshot `snapshots/<commit>/` holding the files.
-//! With `HF_HUB_OFFLINE=1` nothing is downloaded and a miss is an error that says what to do.
+//! The cache is the standard one shared with Python's `huggingface_hub` (see
+//! [`llm_common::hf`]); `HF_ENDPOINT` names a mirror. With `HF_HUB_OFFLINE=1` nothing is
+//! downloaded and a miss is an error that says what to do.
 
 use std::path::{Path, PathBuf};
 
@@ -33,27 +31,7 @@ pub struct Hub {
     offline: bool,
 }
 
-fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
-
-/// The hub cache directory, from the environment as `huggingface_hub` resolves it.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    env_path("HF_HUB_CACHE")
-        .or_else(|| env_path("HUGGINGFACE_HUB_CACHE"))
-        .or_else(|| env_path("HF_HOME").map(|h| h.join("hub")))
-        .or_else(|| env_path("XDG_CACHE_HOME").map(|c| c.join("huggingface/hub")))
-        .or_else(|| env_path("HOME").map(|h| h.join(".cache/huggingface/hub")))
-}
-
-/// Whether `HF_HUB_OFFLINE` asks for cache-only operation.
-pub fn offline_from_env() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-        .unwrap_or(false)
-}
+pub use llm_common::hf::{cache_dir_from_env as default_cache_dir, offline_from_env};
 
 impl Hub {
     /// The cache and offline setting from the environment.
@@ -133,7 +111,12 @@ impl Hub {
         if self.offline {
             return Err(self.miss(repo_id, "HF_HUB_OFFLINE is set, so nothing is downloaded"));
         }
-        let api = ApiBuilder::from_cache(Cache::new(self.cache_dir.clone()))
+        let mut builder = ApiBuilder::from_cache(Cache::new(self.cache_dir.clone()));
+        if let Some(token) = llm_common::hf::token_from_env() {
+            builder = builder.with_token(Some(token));
+        }
+        let api = builder
+            .with_endpoint(llm_common::hf::endpoint_from_env())
             .with_progress(progress)
             .build()
             .map_err(|e| ModelError::Hub(format!("cannot start the hub client: {e}")))?;

@@ -92,14 +92,16 @@ impl ModelConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// `.txt` / `.jsonl` files (or directories), tokenized into the run directory on first
-    /// use. Relative paths are relative to the working directory.
+    /// `.txt` / `.jsonl` / `.parquet` files (or directories, or `hf://datasets/ORG/NAME[/DIR]`
+    /// in the hub cache), tokenized into the run directory on first use. Relative paths are
+    /// relative to the working directory.
     pub inputs: Vec<PathBuf>,
     /// A directory made by `cargo xtask prepare` (instead of `inputs`).
     pub shards: Option<PathBuf>,
     /// Tokenizer for `inputs`: `gpt2`, a directory or a tokenizer.json.
     pub tokenizer: String,
     pub val_fraction: f64,
+    /// The JSON field or Parquet column holding the text.
     pub text_field: String,
     /// `random` windows (nanoGPT) or `sequential` (llm.c); `sampling` in older recipes.
     #[serde(alias = "sampling")]
@@ -193,6 +195,11 @@ pub struct RunConfig {
     pub eval_every: usize,
     /// Validation batches per evaluation.
     pub eval_batches: usize,
+    /// A multiple-choice file scored at every evaluation (HellaSwag's `hellaswag_val.jsonl`,
+    /// or anything `cargo xtask eval-mc` reads): logs `mc_acc` and `mc_acc_norm`.
+    pub mc_eval_file: Option<PathBuf>,
+    /// Score only the file's first N items (all of them when unset).
+    pub mc_eval_items: Option<usize>,
     /// Generate a sample every N steps (and at the end); 0 = only at the end.
     pub sample_every: usize,
     pub sample_prompt: String,
@@ -217,6 +224,8 @@ impl Default for RunConfig {
             seed: 1337,
             eval_every: 100,
             eval_batches: 20,
+            mc_eval_file: None,
+            mc_eval_items: None,
             sample_every: 200,
             sample_prompt: "\n".into(),
             sample_tokens: 100,
@@ -331,6 +340,12 @@ impl LoopConfig {
         }
         if r.tokens_per_step == Some(0) {
             return bad("run.tokens_per_step", "must be positive (or left out)");
+        }
+        if r.mc_eval_items == Some(0) {
+            return bad(
+                "run.mc_eval_items",
+                "must be positive (or left out for all items)",
+            );
         }
         if r.name.is_empty() || r.name.contains(['/', '\\']) || r.name.starts_with('.') {
             return bad("run.name", "must be a plain directory name");

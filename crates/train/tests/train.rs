@@ -851,3 +851,47 @@ fn dpo_matches_pytorch_on_the_fixture() {
         );
     }
 }
+
+/// `run.mc_eval_file`: each evaluation scores the items (HellaSwag's rule, as `eval-mc`)
+/// and logs `mc_acc` / `mc_acc_norm`; the last ones are those of the final model.
+#[test]
+fn multiple_choice_is_scored_at_each_evaluation() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let items_file = repo().join("assets/eval/mc-sample.jsonl");
+    let mut config = tiny_config("mc", 4);
+    config.run.mc_eval_file = Some(items_file.clone());
+    config.run.mc_eval_items = Some(8);
+    let dir = tmp.path().join("mc");
+    let summary = run(config, &dir, false, None).unwrap();
+    let (acc, acc_norm) = (
+        summary.val_metrics["mc_acc"],
+        summary.val_metrics["mc_acc_norm"],
+    );
+
+    let ckpt = Checkpoint::load(&dir.join("checkpoints/step_00000004.ckpt")).unwrap();
+    let model: Gpt<Flex> = ckpt.model(&Default::default()).unwrap();
+    let items = llm_model::mc::read_items(&items_file).unwrap()[..8].to_vec();
+    let tok = llm_bpe::Tokenizer::gpt2();
+    let scores = llm_model::mc::score_items(&model, &tok, &items, 3, &Default::default()).unwrap();
+    let expected = llm_model::mc::McSummary::of(&scores);
+    assert_eq!((acc, acc_norm), (expected.acc, expected.acc_norm));
+    let logged = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        logged.matches("\"mc_acc_norm\"").count(),
+        2,
+        "steps 3 and 4: {logged}"
+    );
+
+    // A missing file is refused before anything is written, naming the key.
+    let mut bad = tiny_config("mc-bad", 2);
+    bad.run.mc_eval_file = Some(tmp.path().join("hellaswag_val.jsonl"));
+    let err = run(bad, &tmp.path().join("mc-bad"), false, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("run.mc_eval_file") && err.contains("hellaswag_val.jsonl"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("mc-bad").exists());
+}

@@ -50,11 +50,12 @@ impl DataSource {
                 files: Vec::new(),
             });
         }
-        let files = llm_data::text::collect_inputs(&d.inputs)?;
+        let inputs = llm_data::hub::resolve_inputs(&d.inputs)?;
+        let files = llm_data::text::collect_inputs(&inputs)?;
         if files.is_empty() {
             return Err(TrainError::key(
                 "data.inputs",
-                "no .txt or .jsonl (optionally .gz) files in the given paths",
+                format!("no {} files in the given paths", llm_data::text::FORMATS),
             ));
         }
         Ok(DataSource {

@@ -1,15 +1,17 @@
 //! What the loop measures on the model without training it: the loss on fixed batches of a
-//! split, and a sample from the run's prompt. Both run on `model.valid()`.
+//! split, multiple-choice accuracy (HellaSwag), and a sample from the run's prompt. All run
+//! on `model.valid()`.
 
 use std::path::Path;
 
 use burn::tensor::ElementConversion;
 use llm_bpe::Tokenizer;
 use llm_data::{ShardSet, TokenBatches};
+use llm_model::mc::{read_items, score_items, McItem, McSummary};
 use llm_model::{generate, lm_losses, GenerateConfig, Gpt, KernelBackend};
 
 use crate::config::TrainConfig;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 
 /// A split's mean losses: the cross-entropy, and a mixture of experts' load-balancing loss.
 pub(super) struct SplitLoss {
@@ -51,6 +53,38 @@ pub(super) fn evaluate<B: KernelBackend>(
         loss: total / n,
         router_aux: aux_total.map(|a| a / n),
     }))
+}
+
+/// The items of `run.mc_eval_file` (the first `run.mc_eval_items`), read before the run
+/// starts; none when it is not set.
+pub(super) fn mc_items(config: &TrainConfig) -> Result<Vec<McItem>> {
+    let Some(path) = &config.run.mc_eval_file else {
+        return Ok(Vec::new());
+    };
+    let mut items =
+        read_items(path).map_err(|e| TrainError::key("run.mc_eval_file", e.to_string()))?;
+    if items.is_empty() {
+        return Err(TrainError::key(
+            "run.mc_eval_file",
+            format!("{} holds no items", path.display()),
+        ));
+    }
+    items.truncate(config.run.mc_eval_items.unwrap_or(usize::MAX));
+    Ok(items)
+}
+
+/// Multiple-choice accuracy as `cargo xtask eval-mc` computes it (build-nanogpt's rule),
+/// `rows` rows per forward pass.
+pub(super) fn multiple_choice<B: KernelBackend>(
+    model: &Gpt<B>,
+    tok: &Tokenizer,
+    items: &[McItem],
+    rows: usize,
+    device: &B::Device,
+) -> Result<McSummary> {
+    let scores = score_items(model, tok, items, rows, device)
+        .map_err(|e| TrainError::key("run.mc_eval_file", e.to_string()))?;
+    Ok(McSummary::of(&scores))
 }
 
 /// A sample from the run's fixed prompt.

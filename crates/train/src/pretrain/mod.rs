@@ -6,6 +6,7 @@
 
 use burn::tensor::Tensor;
 use llm_data::{BatchOrder, NextTokenBatch, ShardSet, TokenBatches};
+use llm_model::mc::McItem;
 use llm_model::{lm_training_loss, Checkpoint, Gpt, Gpt2Config, KernelAutodiff};
 use serde_json::Value;
 
@@ -38,6 +39,8 @@ pub struct Pretrain {
     source: Option<DataSource>,
     data: Option<Data>,
     batches: Option<TokenBatches>,
+    /// `run.mc_eval_file`'s items, scored at each evaluation (none: not scored).
+    mc_items: Vec<McItem>,
 }
 
 /// Trains (or resumes) a GPT as `config` says, in `options.run_dir`, on `device` and, with
@@ -74,12 +77,14 @@ impl Pretrain {
         config.validate()?;
         let source = DataSource::open(&config)?;
         let plan = Plan::new(&config, source.tokenizer.vocab_size())?;
+        let mc_items = eval::mc_items(&config)?;
         Ok(Pretrain {
             config,
             plan,
             source: Some(source),
             data: None,
             batches: None,
+            mc_items,
         })
     }
 
@@ -204,17 +209,26 @@ impl<B: KernelAutodiff> Task<B> for Pretrain {
         device: &B::Device,
     ) -> Result<Option<Evaluation>> {
         let n = self.config.run.eval_batches;
+        let Some(val) = self.eval_loss::<B>(model, "val", n, device)? else {
+            return Ok(None);
+        };
         // A mixture of experts also logs its load-balancing loss (`val_router_aux_loss`).
-        Ok(self
-            .eval_loss::<B>(model, "val", n, device)?
-            .map(|l| Evaluation {
-                loss: l.loss,
-                metrics: l
-                    .router_aux
-                    .map(|a| ("val_router_aux_loss".to_string(), a))
-                    .into_iter()
-                    .collect(),
-            }))
+        let mut metrics: std::collections::BTreeMap<String, f64> = val
+            .router_aux
+            .map(|a| ("val_router_aux_loss".to_string(), a))
+            .into_iter()
+            .collect();
+        if !self.mc_items.is_empty() {
+            let tok = &self.data().tokenizer;
+            let rows = self.config.run.batch_size;
+            let mc = eval::multiple_choice(model, tok, &self.mc_items, rows, device)?;
+            metrics.insert("mc_acc".into(), mc.acc);
+            metrics.insert("mc_acc_norm".into(), mc.acc_norm);
+        }
+        Ok(Some(Evaluation {
+            loss: val.loss,
+            metrics,
+        }))
     }
 
     /// One validation batch, or a training batch when there is no validation data.
