@@ -206,7 +206,7 @@ pub fn stats(args: StatsArgs) -> Result<()> {
 /// `download --dataset REPO [--name DIR] [--max-files N]`: Parquet files into the hub cache.
 pub fn download_dataset(repo: &str, name: Option<&str>, max_files: Option<usize>) -> Result<()> {
     let hub = DatasetHub::from_env()?;
-    let dataset = DatasetPath::new(repo, name);
+    let dataset = DatasetPath::new(repo, name)?;
     let paths = hub.download(&dataset, max_files, true)?;
     let bytes: u64 = paths
         .iter()

@@ -140,9 +140,36 @@ fn a_dataset_downloads_resumes_and_prepares_offline() {
     assert_eq!(manifest["inputs"][0][0], "000_00000.parquet");
     assert_eq!(manifest["inputs"][1][0], "001_00000.parquet");
 
-    // Offline, nothing is fetched, and a missing dataset says how to get it.
-    let err = fails_cleanly(&hub_run(&dl, cache.path(), Some(&hub), true));
+    // A recipe may name the dataset as its input: the run prepares it from the cache.
+    let recipe = tiny_recipe(
+        dir.path(),
+        1,
+        serde_json::json!({"data": {"inputs": [input]}}),
+    );
+    let run_dir = dir.path().join("run");
+    let pretrain = [
+        "pretrain",
+        "--config",
+        recipe.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ];
+    succeeds(&hub_run(&pretrain, cache.path(), None, true));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("data/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["documents"], 252);
+
+    // Offline, `download` answers from the cache without asking the hub, and a missing
+    // dataset says how to get it.
+    let asked = hub.requests();
+    let out = succeeds(&hub_run(&dl, cache.path(), Some(&hub), true));
+    assert!(out.contains("2 Parquet file(s)"), "{out}");
+    assert_eq!(hub.requests(), asked, "offline, the hub is not asked");
+    let other = ["download", "--dataset", REPO, "--name", "sample/100BT"];
+    let err = fails_cleanly(&hub_run(&other, cache.path(), Some(&hub), true));
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+    assert!(err.contains("--name sample/100BT"), "{err}");
     let missing = format!("hf://datasets/{REPO}/sample/100BT");
     let prep = [
         "prepare",
@@ -170,30 +197,69 @@ fn a_dataset_downloads_resumes_and_prepares_offline() {
 }
 
 #[test]
-fn a_file_of_the_wrong_size_is_refused_and_resumed_later() {
+fn a_file_of_the_wrong_size_is_refused_and_deleted() {
     let bytes = parquet("sample-snappy.parquet");
     let mut file = HubFile::new("sample/000.parquet", bytes.clone());
-    file.listed_size += 1000; // the listing says more than the server sends
+    file.listed_size += 1000; // the listing and the file disagree (it changed on the hub)
     let hub = FakeHub::start(REPO, vec![file]);
     let cache = tempfile::tempdir().unwrap();
-    let err = fails_cleanly(&hub_run(
+    let dl = ["download", "--dataset", REPO];
+    let err = fails_cleanly(&hub_run(&dl, cache.path(), Some(&hub), false));
+    let expected = format!(
+        "holds {} bytes but the hub lists {}: deleted; run the download again",
+        bytes.len(),
+        bytes.len() + 1000
+    );
+    assert!(err.contains(&expected), "{err}");
+    // Neither the snapshot's link nor the blob is left, nor a partial download (hf-hub's
+    // empty `.lock` file stays, as it always does).
+    assert!(!snapshot(cache.path()).join("sample/000.parquet").exists());
+    let blobs = cache
+        .path()
+        .join("datasets--fixture-org--fineweb-fixture/blobs");
+    let left: Vec<String> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // The next run downloads it afresh (and fails the same way, the listing being wrong).
+    let reads = hub.ranges("sample/000.parquet").len();
+    fails_cleanly(&hub_run(&dl, cache.path(), Some(&hub), false));
+    assert!(hub.ranges("sample/000.parquet").len() > reads);
+}
+
+#[test]
+fn a_new_commit_on_the_hub_gets_a_whole_snapshot() {
+    let bytes = parquet("sample-lz4.parquet");
+    let hub = FakeHub::start(
+        REPO,
+        vec![HubFile::new("sample/000.parquet", bytes.clone())],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    // The cache holds the file under an older commit of the dataset.
+    let repo_dir = cache.path().join("datasets--fixture-org--fineweb-fixture");
+    let old = repo_dir.join("snapshots/0ld0ld/sample");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("000.parquet"), &bytes).unwrap();
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), "0ld0ld").unwrap();
+
+    succeeds(&hub_run(
         &["download", "--dataset", REPO],
         cache.path(),
         Some(&hub),
         false,
     ));
-    let expected = format!(
-        "holds {} bytes but the hub lists {}",
-        bytes.len(),
-        bytes.len() + 1000
+    assert!(
+        !hub.ranges("sample/000.parquet").is_empty(),
+        "fetched for the new commit"
     );
-    assert!(err.contains(&expected), "{err}");
-    assert!(err.contains("run the download again to resume it"), "{err}");
-    // Nothing in the snapshot; the bytes wait as a partial download.
-    assert!(!snapshot(cache.path()).join("sample/000.parquet").exists());
-    let part = cache
-        .path()
-        .join("datasets--fixture-org--fineweb-fixture/blobs")
-        .join(format!("{}.part", etag(0)));
-    assert_eq!(std::fs::read(part).unwrap(), bytes);
+    let new = snapshot(cache.path()).join("sample/000.parquet");
+    assert_eq!(std::fs::read(new).unwrap(), bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let input = format!("hf://datasets/{REPO}/sample");
+    let out = dir.path().join("shards");
+    let prep = ["prepare", "--input", &input, "--out", out.to_str().unwrap()];
+    assert!(succeeds(&hub_run(&prep, cache.path(), None, true)).contains("126 documents"));
 }

@@ -4,13 +4,13 @@
 //!
 //! Downloads go through `hf-hub`: a file cut off midway stays as `blobs/<etag>.part` and the
 //! next run resumes it with a range request; every file's size is checked against the hub's
-//! listing. With `HF_HUB_OFFLINE=1` nothing is fetched, and a dataset missing from the cache
+//! listing, and one of another size is deleted. With `HF_HUB_OFFLINE=1` nothing is fetched, and a dataset missing from the cache
 //! is an error that says how to download it.
 
 use std::path::{Path, PathBuf};
 
 use hf_hub::api::sync::ApiBuilder;
-use hf_hub::{Cache, Repo};
+use hf_hub::Cache;
 use llm_common::hf::{self, RepoKind};
 use serde::Deserialize;
 
@@ -32,26 +32,37 @@ impl DatasetPath {
     /// Parses `hf://datasets/ORG/NAME[/SUBDIR]`; `None` if `uri` does not start with the scheme.
     pub fn parse(uri: &str) -> Option<Result<Self>> {
         let rest = uri.strip_prefix(HF_DATASETS)?;
-        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-        if parts.len() < 2 || parts.iter().any(|p| *p == "." || *p == "..") {
-            return Some(Err(DataError::Invalid(format!(
+        let (repo, subdir) = match rest.match_indices('/').nth(1) {
+            Some((at, _)) => (&rest[..at], Some(&rest[at + 1..])),
+            None => (rest.trim_end_matches('/'), None),
+        };
+        Some(Self::new(repo, subdir).map_err(|_| {
+            DataError::Invalid(format!(
                 "{uri:?} is not a dataset path: expected {HF_DATASETS}ORG/NAME[/SUBDIR]"
-            ))));
-        }
-        Some(Ok(DatasetPath {
-            repo: format!("{}/{}", parts[0], parts[1]),
-            subdir: (parts.len() > 2).then(|| parts[2..].join("/")),
+            ))
         }))
     }
 
-    /// The repo and subdirectory as given to `download --dataset REPO --name SUBDIR`.
-    pub fn new(repo: &str, subdir: Option<&str>) -> Self {
-        DatasetPath {
-            repo: repo.to_string(),
-            subdir: subdir
-                .map(|s| s.trim_matches('/').to_string())
-                .filter(|s| !s.is_empty()),
+    /// The repo (`ORG/NAME`) and folder, as given to `download --dataset REPO --name DIR`.
+    /// Neither may hold an empty, `.` or `..` part, so that no path leaves the cache.
+    pub fn new(repo: &str, subdir: Option<&str>) -> Result<Self> {
+        let subdir = subdir
+            .map(|s| s.trim_matches('/'))
+            .filter(|s| !s.is_empty());
+        if repo.split('/').count() != 2 || !is_relative_path(repo) {
+            return Err(DataError::Invalid(format!(
+                "{repo:?} is not a dataset id: expected ORG/NAME"
+            )));
         }
+        if let Some(dir) = subdir.filter(|d| !is_relative_path(d)) {
+            return Err(DataError::Invalid(format!(
+                "{dir:?} is not a folder of a dataset: expected a/b/c, without . or .."
+            )));
+        }
+        Ok(DatasetPath {
+            repo: repo.to_string(),
+            subdir: subdir.map(str::to_string),
+        })
     }
 
     fn download_hint(&self) -> String {
@@ -83,6 +94,14 @@ impl std::fmt::Display for DatasetPath {
     }
 }
 
+/// Whether `path` is `a/b/c`: relative, with no empty, `.` or `..` part (nor a backslash).
+fn is_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != ".." && !p.contains('\\'))
+}
+
 /// A file in the hub's listing of a dataset.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct RemoteFile {
@@ -94,9 +113,14 @@ pub struct RemoteFile {
     pub size: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct Listing {
-    siblings: Vec<RemoteFile>,
+/// The hub's listing of a dataset at its current commit.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Listing {
+    /// The commit of `main` the files belong to.
+    #[serde(rename = "sha")]
+    pub commit: String,
+    #[serde(rename = "siblings")]
+    pub files: Vec<RemoteFile>,
 }
 
 /// The hub cache, and the hub itself unless offline.
@@ -172,8 +196,9 @@ impl DatasetHub {
             .map_err(|e| DataError::Invalid(format!("cannot start the hub client: {e}")))
     }
 
-    /// The dataset's Parquet files under its subdir, sorted by path, with their sizes.
-    pub fn remote_parquet_files(&self, dataset: &DatasetPath) -> Result<Vec<RemoteFile>> {
+    /// The dataset's current commit and its Parquet files under the folder, sorted by path,
+    /// with their sizes.
+    pub fn remote_parquet_files(&self, dataset: &DatasetPath) -> Result<Listing> {
         if self.offline {
             return Err(self.miss(dataset, "HF_HUB_OFFLINE is set, so the hub is not asked"));
         }
@@ -189,8 +214,14 @@ impl DatasetHub {
             .map_err(|e| {
                 DataError::Invalid(format!("listing {dataset}: not the hub's answer: {e}"))
             })?;
+        if let Some(bad) = listing.files.iter().find(|f| !is_relative_path(&f.path)) {
+            return Err(DataError::Invalid(format!(
+                "listing {dataset}: the hub at {} lists a file {:?} outside the repo",
+                self.endpoint, bad.path
+            )));
+        }
         let mut files: Vec<RemoteFile> = listing
-            .siblings
+            .files
             .iter()
             .filter(|f| f.path.ends_with(".parquet") && dataset.contains(&f.path))
             .cloned()
@@ -199,41 +230,87 @@ impl DatasetHub {
         if files.is_empty() {
             return Err(DataError::Invalid(format!(
                 "{dataset} has no .parquet files; its folders with some are: {}",
-                parquet_folders(&listing.siblings).join(", ")
+                parquet_folders(&listing.files).join(", ")
             )));
         }
-        Ok(files)
+        Ok(Listing {
+            commit: listing.commit,
+            files,
+        })
     }
 
     /// Downloads the first `max_files` Parquet files of a dataset (all without a limit) into
-    /// the cache, resuming partial downloads and skipping complete ones. Returns the cached
-    /// paths.
+    /// the cache's snapshot of its current commit. A download cut off midway is resumed
+    /// (hf-hub keeps it as `blobs/<etag>.part`); files already in that snapshot with the
+    /// listed size are not fetched again. Returns the cached paths. Offline, it returns the
+    /// cached files without asking the hub, as `huggingface_hub` does, or says how to get
+    /// them.
     pub fn download(
         &self,
         dataset: &DatasetPath,
         max_files: Option<usize>,
         progress: bool,
     ) -> Result<Vec<PathBuf>> {
-        let mut files = self.remote_parquet_files(dataset)?;
-        files.truncate(max_files.unwrap_or(usize::MAX));
-        let api = self.api(progress)?;
-        let repo = api.dataset(dataset.repo.clone());
-        let cache = Cache::new(self.cache_dir.clone()).repo(Repo::dataset(dataset.repo.clone()));
-        let mut paths = Vec::with_capacity(files.len());
-        for file in &files {
-            if let Some(path) = cache.get(&file.path) {
-                if check_size(&path, file).is_ok() {
-                    paths.push(path);
-                    continue;
-                }
+        if self.offline {
+            return self.cached_parquet_files(dataset, max_files);
+        }
+        let mut listing = self.remote_parquet_files(dataset)?;
+        listing.files.truncate(max_files.unwrap_or(usize::MAX));
+        let repo = self.api(progress)?.dataset(dataset.repo.clone());
+        let snapshot = self
+            .cache_dir
+            .join(hf::repo_folder(RepoKind::Dataset, &dataset.repo))
+            .join("snapshots")
+            .join(&listing.commit);
+        let mut paths = Vec::with_capacity(listing.files.len());
+        for file in &listing.files {
+            let cached = snapshot.join(&file.path);
+            if cached.is_file() && size_mismatch(&cached, file)?.is_none() {
+                paths.push(cached);
+                continue;
             }
             let path = repo.download(&file.path).map_err(|e| {
-                DataError::Invalid(format!("downloading {} of {dataset}: {e}", file.path))
+                DataError::Invalid(format!(
+                    "downloading {} of {dataset}: {e} (what arrived is kept as a .part file in {} \
+                     and the next run resumes it; delete that file to start over)",
+                    file.path,
+                    snapshot
+                        .parent()
+                        .and_then(Path::parent)
+                        .unwrap_or(&snapshot)
+                        .join("blobs")
+                        .display()
+                ))
             })?;
-            check_size(&path, file)?;
+            if let Some(got) = size_mismatch(&path, file)? {
+                return Err(discard(&path, file, got));
+            }
             paths.push(path);
         }
         Ok(paths)
+    }
+}
+
+impl DatasetHub {
+    /// The cached Parquet files of a dataset folder, in path order, the first `max_files`.
+    fn cached_parquet_files(
+        &self,
+        dataset: &DatasetPath,
+        max_files: Option<usize>,
+    ) -> Result<Vec<PathBuf>> {
+        let offline = "HF_HUB_OFFLINE is set, so nothing is downloaded";
+        let dir = self
+            .resolve(dataset)
+            .map_err(|_| self.miss(dataset, offline))?;
+        let mut files: Vec<PathBuf> = crate::text::collect_inputs(&[dir])?
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        files.truncate(max_files.unwrap_or(usize::MAX));
+        if files.is_empty() {
+            return Err(self.miss(dataset, &format!("no .parquet files are cached; {offline}")));
+        }
+        Ok(files)
     }
 }
 
@@ -256,36 +333,30 @@ pub fn resolve_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-/// Checks a downloaded file against the listed size. A short one goes back to being a
-/// partial download (`blobs/<etag>.part`) so that the next run resumes it.
-fn check_size(path: &Path, file: &RemoteFile) -> Result<()> {
-    let Some(expected) = file.size else {
-        return Ok(());
-    };
+/// The size of `path` if it is not the listed one (`None` if it is, or none is listed).
+fn size_mismatch(path: &Path, file: &RemoteFile) -> Result<Option<u64>> {
     let got = std::fs::metadata(path)
         .map_err(|e| DataError::io(path, e))?
         .len();
-    if got == expected {
-        return Ok(());
+    Ok(file.size.filter(|&expected| expected != got).map(|_| got))
+}
+
+/// Deletes a downloaded file whose size is not the listed one (the file behind the snapshot's
+/// link, then the link), and says so: the next run downloads it afresh.
+fn discard(path: &Path, file: &RemoteFile, got: u64) -> DataError {
+    if let Ok(blob) = std::fs::canonicalize(path) {
+        let _ = std::fs::remove_file(blob);
     }
-    let blob = std::fs::canonicalize(path).map_err(|e| DataError::io(path, e))?;
-    let what = if got < expected {
-        let mut part = blob.clone().into_os_string();
-        part.push(".part");
-        std::fs::rename(&blob, &part).map_err(|e| DataError::io(&blob, e))?;
-        "run the download again to resume it"
-    } else {
-        std::fs::remove_file(&blob).map_err(|e| DataError::io(&blob, e))?;
-        "it was deleted; run the download again"
-    };
     let _ = std::fs::remove_file(path);
-    Err(DataError::file(
+    DataError::file(
         path,
         format!(
-            "{} holds {got} bytes but the hub lists {expected}: {what}",
-            file.path
+            "{} holds {got} bytes but the hub lists {}: deleted; run the download again \
+             (if it happens again, the dataset changed on the hub while it was downloading)",
+            file.path,
+            file.size.unwrap_or_default()
         ),
-    ))
+    )
 }
 
 /// The folders holding Parquet files in a listing, for an error that says what exists.
@@ -339,7 +410,7 @@ mod tests {
     fn a_missing_dataset_says_how_to_download_it() {
         let dir = tempfile::tempdir().unwrap();
         let hub = DatasetHub::new(dir.path(), true, hf::DEFAULT_ENDPOINT);
-        let dataset = DatasetPath::new("HuggingFaceFW/fineweb-edu", Some("sample/10BT"));
+        let dataset = DatasetPath::new("HuggingFaceFW/fineweb-edu", Some("sample/10BT")).unwrap();
         let err = hub.resolve(&dataset).unwrap_err().to_string();
         assert!(
             err.contains(

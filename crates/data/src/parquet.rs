@@ -3,7 +3,7 @@
 //!
 //! Reading streams: one row group at a time, [`RECORDS_PER_READ`] rows per read, so memory
 //! holds a page and a few hundred documents whatever the file size. Errors name the file, and
-//! the row group and row where a read fails.
+//! the row group and row (both counted from 1) of a bad text, or where a failed read began.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -29,12 +29,6 @@ fn open_reader(path: &Path) -> Result<SerializedFileReader<File>> {
             format!("not a readable Parquet file (truncated or corrupt footer?): {e}"),
         )
     })
-}
-
-/// Rows in a Parquet file, from its footer (nothing else is read).
-pub fn parquet_rows(path: &Path) -> Result<usize> {
-    let rows = open_reader(path)?.metadata().file_metadata().num_rows();
-    Ok(rows.max(0) as usize)
 }
 
 /// The text column's index: a top-level, non-repeated string (BYTE_ARRAY) column named
@@ -116,15 +110,32 @@ impl ParquetDocuments {
         })
     }
 
-    fn in_row_group(&self, message: impl std::fmt::Display) -> DataError {
+    /// Rows in the file, from its footer.
+    pub fn rows(&self) -> usize {
+        self.reader.metadata().file_metadata().num_rows().max(0) as usize
+    }
+
+    /// An error at the current row (counted from 1, as row groups are).
+    fn at_row(&self, message: impl std::fmt::Display) -> DataError {
+        self.error(format!("row {}", self.row_in_group + 1), message)
+    }
+
+    /// An error in a read of up to [`RECORDS_PER_READ`] rows from the current one.
+    fn reading(&self, message: impl std::fmt::Display) -> DataError {
+        self.error(
+            format!("reading from row {}", self.row_in_group + 1),
+            message,
+        )
+    }
+
+    fn error(&self, place: String, message: impl std::fmt::Display) -> DataError {
         DataError::file(
             &self.path,
             format!(
-                "row group {} of {}, row {} in the group (row {} of the file): {message}",
-                self.row_group,
+                "row group {} of {}, {place} of the group (row {} of the file): {message}",
+                self.row_group + 1,
                 self.reader.num_row_groups(),
-                self.row_in_group,
-                self.row
+                self.row + 1
             ),
         )
     }
@@ -136,20 +147,20 @@ impl ParquetDocuments {
                 if self.row_group == self.reader.num_row_groups() {
                     return Ok(false);
                 }
+                self.row_in_group = 0;
                 let column = self
                     .reader
                     .get_row_group(self.row_group)
                     .and_then(|group| group.get_column_reader(self.column))
-                    .map_err(|e| self.in_row_group(e))?;
+                    .map_err(|e| self.reading(e))?;
                 self.current = Some(get_typed_column_reader::<ByteArrayType>(column));
-                self.row_in_group = 0;
             }
             self.values.clear();
             self.def_levels.clear();
             let reader = self.current.as_mut().expect("opened above");
             let defs = self.nullable.then_some(&mut self.def_levels);
             let read = reader.read_records(RECORDS_PER_READ, defs, None, &mut self.values);
-            let (records, _, _) = read.map_err(|e| self.in_row_group(e))?;
+            let (records, _, _) = read.map_err(|e| self.reading(e))?;
             if records == 0 {
                 self.current = None;
                 self.row_group += 1;
@@ -166,11 +177,11 @@ impl ParquetDocuments {
             let null = self.def_levels.iter().position(|&d| d == 0).unwrap_or(0);
             self.row += null;
             self.row_in_group += null;
-            return Err(self.in_row_group("the text is null"));
+            return Err(self.at_row("the text is null"));
         }
         for value in std::mem::take(&mut self.values) {
             let text = String::from_utf8(value.data().to_vec()).map_err(|e| {
-                self.in_row_group(format!(
+                self.at_row(format!(
                     "not valid UTF-8 at byte {}",
                     e.utf8_error().valid_up_to()
                 ))

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{DataError, Result};
-use crate::parquet::{parquet_rows, ParquetDocuments};
+use crate::parquet::ParquetDocuments;
 use crate::shard::{is_shard_name, ShardWriter, TokenType};
 use crate::split::check_fraction;
 use crate::text::{
@@ -153,10 +153,7 @@ fn count_documents(files: &[PathBuf], field: &str) -> Result<usize> {
             Some(Format::Text) => 1,
             Some(Format::Jsonl) => JsonlDocuments::open(f, field)?.count(),
             // The footer's row count; the text column is checked now, before any work.
-            Some(Format::Parquet) => {
-                ParquetDocuments::open(f, field)?;
-                parquet_rows(f)?
-            }
+            Some(Format::Parquet) => ParquetDocuments::open(f, field)?.rows(),
             None => 0,
         };
     }

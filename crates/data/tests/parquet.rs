@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use llm_bpe::Tokenizer;
-use llm_data::parquet::{parquet_rows, ParquetDocuments};
+use llm_data::parquet::ParquetDocuments;
 use llm_data::text::{documents, Document};
 use llm_data::{prepare, Manifest, PrepareConfig};
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -48,8 +48,9 @@ fn rows_are_read_in_order_across_row_groups() {
     assert_eq!(jsonl.len(), 126);
     for codec in CODECS {
         let path = fixture(&format!("sample-{codec}.parquet"));
-        assert_eq!(parquet_rows(&path).unwrap(), 126);
-        let rows = texts(ParquetDocuments::open(&path, "text").unwrap());
+        let docs = ParquetDocuments::open(&path, "text").unwrap();
+        assert_eq!(docs.rows(), 126);
+        let rows = texts(docs);
         assert!(rows == jsonl, "{codec}: the rows differ from sample.jsonl");
     }
 }
@@ -123,7 +124,7 @@ fn a_null_text_names_its_row_group_and_row() {
     let err = docs.find_map(Result::err).unwrap().to_string();
     assert!(err.contains("bad-null-text.parquet"), "{err}");
     assert!(
-        err.contains("row group 1 of 2, row 4 in the group (row 20 of the file): the text is null"),
+        err.contains("row group 2 of 2, row 5 of the group (row 21 of the file): the text is null"),
         "{err}"
     );
     assert!(docs.next().is_none(), "reading stops at the error");
@@ -159,10 +160,13 @@ fn a_corrupt_row_group_is_named() {
 
     let mut docs = ParquetDocuments::open(&bad, "text").unwrap();
     let good = docs.by_ref().take(48).filter(Result::is_ok).count();
-    assert_eq!(good, 48, "row groups 0-2 read");
+    assert_eq!(good, 48, "the first three row groups read");
     let err = docs.next().unwrap().unwrap_err().to_string();
     assert!(err.contains("corrupt.parquet"), "{err}");
-    assert!(err.contains("row group 3 of 8"), "{err}");
+    assert!(
+        err.contains("row group 4 of 8, reading from row 1 of the group (row 49 of the file)"),
+        "{err}"
+    );
 }
 
 #[test]

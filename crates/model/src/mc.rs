@@ -172,6 +172,39 @@ fn row_losses<B: KernelBackend>(
     out
 }
 
+/// Every item's rows (context + one ending each) for a model of `n_positions` and
+/// `vocab_size`; an ending too long or a token the model lacks is an error.
+fn all_rows(
+    items: &[McItem],
+    tok: &Tokenizer,
+    n_positions: usize,
+    vocab_size: usize,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for item in items {
+        rows.extend(rows_of(item, tok, n_positions)?);
+    }
+    if let Some(&id) = rows
+        .iter()
+        .flat_map(|r| &r.tokens)
+        .find(|&&id| id as usize >= vocab_size)
+    {
+        return Err(ModelError::TokenOutOfRange { id, vocab_size });
+    }
+    Ok(rows)
+}
+
+/// Checks, without a model, that [`score_items`] can score every item with a model of
+/// `n_positions` and `vocab_size`: a run checks its items before it starts.
+pub fn check_items(
+    items: &[McItem],
+    tok: &Tokenizer,
+    n_positions: usize,
+    vocab_size: usize,
+) -> Result<()> {
+    all_rows(items, tok, n_positions, vocab_size).map(|_| ())
+}
+
 /// Scores every item, `rows_per_batch` rows (context + one ending) per forward pass.
 pub fn score_items<B: KernelBackend>(
     model: &Gpt<B>,
@@ -180,21 +213,7 @@ pub fn score_items<B: KernelBackend>(
     rows_per_batch: usize,
     device: &B::Device,
 ) -> Result<Vec<McScore>> {
-    let mut rows = Vec::new();
-    for item in items {
-        rows.extend(rows_of(item, tok, model.n_positions())?);
-    }
-    let vocab = model.vocab_size();
-    if let Some(&id) = rows
-        .iter()
-        .flat_map(|r| &r.tokens)
-        .find(|&&id| id as usize >= vocab)
-    {
-        return Err(ModelError::TokenOutOfRange {
-            id,
-            vocab_size: vocab,
-        });
-    }
+    let rows = all_rows(items, tok, model.n_positions(), model.vocab_size())?;
     let sums = row_losses(model, &rows, rows_per_batch, device);
     let mut scores = Vec::with_capacity(items.len());
     let mut at = 0;

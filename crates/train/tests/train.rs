@@ -894,4 +894,21 @@ fn multiple_choice_is_scored_at_each_evaluation() {
         "{err}"
     );
     assert!(!tmp.path().join("mc-bad").exists());
+
+    // So is an item the model cannot score (an ending longer than its context of 32).
+    let long = tmp.path().join("long.jsonl");
+    let ending = "and then it went on ".repeat(10);
+    let item = json!({"ctx": "A man walks in.", "endings": [ending, "sits."], "label": 1});
+    std::fs::write(&long, format!("{item}\n")).unwrap();
+    let mut bad = tiny_config("mc-long", 2);
+    bad.run.mc_eval_file = Some(long);
+    let err = run(bad, &tmp.path().join("mc-long"), false, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("run.mc_eval_file") && err.contains("long.jsonl"),
+        "{err}"
+    );
+    assert!(err.contains("the model's context less one"), "{err}");
+    assert!(!tmp.path().join("mc-long").exists());
 }

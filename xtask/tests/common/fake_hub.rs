@@ -55,6 +55,11 @@ impl FakeHub {
         FakeHub { url, requests }
     }
 
+    /// How many requests it has answered.
+    pub fn requests(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
     /// The `Range` headers of the file reads of `path` (metadata probes `bytes=0-0` included).
     pub fn ranges(&self, path: &str) -> Vec<String> {
         self.requests
@@ -125,6 +130,10 @@ fn respond(
     };
     let len = file.bytes.len();
     let (start, end) = parse_range(range, len);
+    if start >= len {
+        let headers = vec![("Content-Range".into(), format!("bytes */{len}"))];
+        return ("416 Range Not Satisfiable", headers, Vec::new());
+    }
     let headers = vec![
         ("x-repo-commit".into(), COMMIT.into()),
         ("etag".into(), format!("\"{}\"", etag(index))),
@@ -137,11 +146,11 @@ fn respond(
     )
 }
 
-/// `bytes=A-` or `bytes=A-B`, clamped to the file.
+/// `bytes=A-` or `bytes=A-B`; the end is clamped to the file (a start past it is a 416).
 fn parse_range(range: Option<&str>, len: usize) -> (usize, usize) {
     let spec = range.and_then(|r| r.strip_prefix("bytes=")).unwrap_or("0-");
     let (a, b) = spec.split_once('-').unwrap_or(("0", ""));
-    let start = a.parse().unwrap_or(0).min(len - 1);
+    let start = a.parse().unwrap_or(0);
     let end = b.parse().unwrap_or(len - 1).min(len - 1);
     (start, end)
 }

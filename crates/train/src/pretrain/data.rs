@@ -89,7 +89,7 @@ impl DataSource {
                         text_field: d.text_field.clone(),
                     };
                     let report = llm_data::prepare(
-                        &d.inputs,
+                        &self.files,
                         &dir,
                         &self.tokenizer,
                         &d.tokenizer,

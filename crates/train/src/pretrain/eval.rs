@@ -7,8 +7,8 @@ use std::path::Path;
 use burn::tensor::ElementConversion;
 use llm_bpe::Tokenizer;
 use llm_data::{ShardSet, TokenBatches};
-use llm_model::mc::{read_items, score_items, McItem, McSummary};
-use llm_model::{generate, lm_losses, GenerateConfig, Gpt, KernelBackend};
+use llm_model::mc::{check_items, read_items, score_items, McItem, McSummary};
+use llm_model::{generate, lm_losses, GenerateConfig, Gpt, Gpt2Config, KernelBackend};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
@@ -55,21 +55,21 @@ pub(super) fn evaluate<B: KernelBackend>(
     }))
 }
 
-/// The items of `run.mc_eval_file` (the first `run.mc_eval_items`), read before the run
-/// starts; none when it is not set.
-pub(super) fn mc_items(config: &TrainConfig) -> Result<Vec<McItem>> {
+/// The items of `run.mc_eval_file` (the first `run.mc_eval_items`), read and checked
+/// against the model before the run starts; none when it is not set.
+pub(super) fn mc_items(
+    config: &TrainConfig,
+    tok: &Tokenizer,
+    model: &Gpt2Config,
+) -> Result<Vec<McItem>> {
     let Some(path) = &config.run.mc_eval_file else {
         return Ok(Vec::new());
     };
-    let mut items =
-        read_items(path).map_err(|e| TrainError::key("run.mc_eval_file", e.to_string()))?;
-    if items.is_empty() {
-        return Err(TrainError::key(
-            "run.mc_eval_file",
-            format!("{} holds no items", path.display()),
-        ));
-    }
+    let bad = |e: String| TrainError::key("run.mc_eval_file", e);
+    let mut items = read_items(path).map_err(|e| bad(e.to_string()))?;
     items.truncate(config.run.mc_eval_items.unwrap_or(usize::MAX));
+    check_items(&items, tok, model.n_positions, model.vocab_size)
+        .map_err(|e| bad(format!("{}: {e}", path.display())))?;
     Ok(items)
 }
 

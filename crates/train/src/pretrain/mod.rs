@@ -77,7 +77,7 @@ impl Pretrain {
         config.validate()?;
         let source = DataSource::open(&config)?;
         let plan = Plan::new(&config, source.tokenizer.vocab_size())?;
-        let mc_items = eval::mc_items(&config)?;
+        let mc_items = eval::mc_items(&config, &source.tokenizer, &plan.model)?;
         Ok(Pretrain {
             config,
             plan,
