@@ -136,46 +136,46 @@ fn run_ours(config: &Gpt2Config, b: usize, t: usize, steps: usize) -> Ours {
     }
 }
 
-fn main() {
-    llm_model::alloc::keep_freed_memory();
-    let quick = std::env::args().any(|a| a == "--quick");
-    let steps = if quick { 3 } else { 6 };
-    let device: burn::tensor::Device<B> = Default::default();
-    // `-- --only gpt2` or `-- --only shakespeare-small` runs one config; `--no-peer` skips
-    // PyTorch; `--torch-compile` also times PyTorch under torch.compile, for information.
-    let args: Vec<String> = std::env::args().collect();
-    let torch_compile = args.iter().any(|a| a == "--torch-compile");
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1).cloned());
-    let cases: Vec<_> = cases()
-        .into_iter()
-        .filter(|c| only.as_ref().is_none_or(|o| o == c.0))
-        .collect();
-    let spec: Vec<String> = cases
-        .iter()
-        .map(|(name, _, b, t)| format!("{name}:{b}x{t}"))
-        .collect();
+/// The command line: `-- --quick` runs fewer steps, `--only NAME` one config, `--no-peer`
+/// skips PyTorch, `--torch-compile` also times PyTorch under torch.compile (for information).
+struct Args {
+    steps: usize,
+    only: Option<String>,
+    no_peer: bool,
+    torch_compile: bool,
+}
 
+impl Args {
+    fn parse() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let flag = |name: &str| args.iter().any(|a| a == name);
+        Args {
+            steps: if flag("--quick") { 3 } else { 6 },
+            only: args
+                .iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1).cloned()),
+            no_peer: flag("--no-peer"),
+            torch_compile: flag("--torch-compile"),
+        }
+    }
+}
+
+/// PyTorch on the same configs (`bench/torch_gpt2_train.py`), or `None` with the reason
+/// printed when it cannot run.
+fn run_peer(args: &Args, spec: &[String]) -> Option<serde_json::Value> {
+    if args.no_peer {
+        println!("PyTorch peer skipped: --no-peer");
+        return None;
+    }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/torch_gpt2_train.py");
-    let peer = Command::new(if args.iter().any(|a| a == "--no-peer") {
-        "--no-peer"
-    } else {
-        "python3"
-    })
-    .arg(&script)
-    .args([
-        "--threads",
-        "2",
-        "--steps",
-        &steps.to_string(),
-        "--configs",
-        &spec.join(","),
-    ])
-    .args(torch_compile.then_some("--compile"))
-    .output();
-    let peer: Option<serde_json::Value> = match peer {
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--threads", "2", "--steps", &args.steps.to_string()])
+        .args(["--configs", &spec.join(",")])
+        .args(args.torch_compile.then_some("--compile"))
+        .output();
+    match out {
         Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).ok(),
         Ok(out) => {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -186,7 +186,75 @@ fn main() {
             println!("PyTorch peer skipped: cannot run python3: {e}");
             None
         }
-    };
+    }
+}
+
+/// One row of the throughput table, and torch.compile's figure when the peer has it.
+fn print_throughput(
+    key: &str,
+    ours: &Ours,
+    gflop_per_token: f64,
+    peer: Option<&serde_json::Value>,
+) {
+    let f = gflop_per_token;
+    let result = peer.map(|p| &p["results"][key]);
+    match result.and_then(|r| r["tokens_per_s"].as_f64()) {
+        Some(theirs) => println!(
+            "{key:<26} {:>12.1} {:>9.1} {theirs:>14.1} {:>9.1} {:>7.2}x",
+            ours.tokens_per_s,
+            ours.tokens_per_s * f,
+            theirs * f,
+            ours.tokens_per_s / theirs
+        ),
+        None => println!(
+            "{key:<26} {:>12.1} {:>9.1} {:>14} {:>9} {:>8}",
+            ours.tokens_per_s,
+            ours.tokens_per_s * f,
+            "-",
+            "-",
+            "-"
+        ),
+    }
+    if let Some(compiled) = result.and_then(|r| r["compiled_tokens_per_s"].as_f64()) {
+        println!(
+            "{:<26} torch.compile: {compiled:.1} tok/s, llm-e2e at {:.2}x",
+            "",
+            ours.tokens_per_s / compiled
+        );
+    }
+}
+
+/// Where each config's step time goes, and its RSS after every step.
+fn print_profile(name: &str, params: usize, ours: &Ours) {
+    let p = ours.phases;
+    let total = p.forward + p.loss + p.backward + p.optimizer + p.data;
+    let pct = |x: f64| 100.0 * x / total;
+    println!(
+        "{name:<26} ({params} params): blocks {:.0}%, LM head + loss {:.0}%, backward {:.0}%, clip+AdamW {:.0}%, data {:.1}%",
+        pct(p.forward),
+        pct(p.loss),
+        pct(p.backward),
+        pct(p.optimizer),
+        pct(p.data)
+    );
+    let rss: Vec<String> = ours.rss.iter().map(|r| format!("{r:.0}")).collect();
+    println!("{:<26} RSS after each step (MB): {}", "", rss.join(" "));
+}
+
+fn main() {
+    llm_model::alloc::keep_freed_memory();
+    let args = Args::parse();
+    let steps = args.steps;
+    let device: burn::tensor::Device<B> = Default::default();
+    let cases: Vec<_> = cases()
+        .into_iter()
+        .filter(|c| args.only.as_ref().is_none_or(|o| o == c.0))
+        .collect();
+    let spec: Vec<String> = cases
+        .iter()
+        .map(|(name, _, b, t)| format!("{name}:{b}x{t}"))
+        .collect();
+    let peer = run_peer(&args, &spec);
 
     println!(
         "\n== training step (forward, loss, backward, clip, AdamW), fp32, backend {} ({} threads), median of {steps} steps ==",
@@ -200,56 +268,14 @@ fn main() {
     let mut profiles = Vec::new();
     for ((_, config, b, t), key) in cases.into_iter().zip(&spec) {
         let ours = run_ours(&config, b, t, steps);
-        let f = flops_per_token(&config, t) / 1e9;
-        let theirs = peer
-            .as_ref()
-            .and_then(|p| p["results"][key]["tokens_per_s"].as_f64());
-        match theirs {
-            Some(theirs) => println!(
-                "{key:<26} {:>12.1} {:>9.1} {theirs:>14.1} {:>9.1} {:>7.2}x",
-                ours.tokens_per_s,
-                ours.tokens_per_s * f,
-                theirs * f,
-                ours.tokens_per_s / theirs
-            ),
-            None => println!(
-                "{key:<26} {:>12.1} {:>9.1} {:>14} {:>9} {:>8}",
-                ours.tokens_per_s,
-                ours.tokens_per_s * f,
-                "-",
-                "-",
-                "-"
-            ),
-        }
-        let compiled = peer
-            .as_ref()
-            .and_then(|p| p["results"][key]["compiled_tokens_per_s"].as_f64());
-        if let Some(compiled) = compiled {
-            println!(
-                "{:<26} torch.compile: {compiled:.1} tok/s, llm-e2e at {:.2}x",
-                "",
-                ours.tokens_per_s / compiled
-            );
-        }
+        print_throughput(key, &ours, flops_per_token(&config, t) / 1e9, peer.as_ref());
         profiles.push((key.clone(), config.num_params(), ours));
     }
     println!("(GFLOP/s = tokens/s × 6 × matmul parameters + attention; the same count for both)");
 
     println!("\n== where a step's time goes (sum over {steps} steps) ==");
     for (name, params, ours) in &profiles {
-        let p = ours.phases;
-        let total = p.forward + p.loss + p.backward + p.optimizer + p.data;
-        let pct = |x: f64| 100.0 * x / total;
-        println!(
-            "{name:<26} ({params} params): blocks {:.0}%, LM head + loss {:.0}%, backward {:.0}%, clip+AdamW {:.0}%, data {:.1}%",
-            pct(p.forward),
-            pct(p.loss),
-            pct(p.backward),
-            pct(p.optimizer),
-            pct(p.data)
-        );
-        let rss: Vec<String> = ours.rss.iter().map(|r| format!("{r:.0}")).collect();
-        println!("{:<26} RSS after each step (MB): {}", "", rss.join(" "));
+        print_profile(name, *params, ours);
     }
     println!(
         "peak RSS: llm-e2e {:.0} MB (all configs), PyTorch {} MB",

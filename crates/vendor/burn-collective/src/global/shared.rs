@@ -123,6 +123,9 @@ pub enum GlobalCollectiveError {
     WrongOrchestratorResponse,
     /// Node couldn't connect to coordinator
     OrchestratorUnreachable,
+    /// An operation this release does not implement on the global level (patched in
+    /// place of a panic: see PATCHES.md)
+    Unsupported(String),
 }
 
 impl<E: CommunicationError> From<E> for GlobalCollectiveError {
